@@ -1,0 +1,133 @@
+//! The key/value cache of a batch of sequence slots. Each slot holds one sequence at its own
+//! length, so a finished sequence's slot can take a new prompt while the others go on
+//! (continuous batching). Keys and values live in `[slots, kv_heads, capacity, head_dim]`
+//! tensors per layer; entries past a slot's length are masked out of attention.
+
+use tch::{Device, Kind, Tensor};
+
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    lens: Vec<usize>,
+    capacity: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    kind: Kind,
+    device: Device,
+}
+
+/// Keys and values of one sequence, as a prefill returns them: per layer `[1, kv_heads, len, head_dim]`.
+pub struct SequenceKv {
+    pub keys: Vec<Tensor>,
+    pub values: Vec<Tensor>,
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize, slots: usize, kv_heads: i64, head_dim: i64, kind: Kind, device: Device) -> Self {
+        let capacity = 64;
+        let make = || Tensor::zeros([slots as i64, kv_heads, capacity, head_dim], (kind, device));
+        KvCache {
+            keys: (0..layers).map(|_| make()).collect(),
+            values: (0..layers).map(|_| make()).collect(),
+            lens: vec![0; slots],
+            capacity,
+            kv_heads,
+            head_dim,
+            kind,
+            device,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn len(&self, slot: usize) -> usize {
+        self.lens[slot]
+    }
+
+    /// Bytes held by the cache tensors.
+    pub fn bytes(&self) -> usize {
+        2 * self.keys.len() * self.lens.len() * (self.kv_heads * self.capacity * self.head_dim) as usize * self.kind.elt_size_in_bytes()
+    }
+
+    /// Grows the time axis so that `needed` positions fit, doubling to keep copies rare.
+    pub fn reserve(&mut self, needed: usize) {
+        let needed = needed as i64;
+        if needed <= self.capacity {
+            return;
+        }
+        let mut capacity = self.capacity;
+        while capacity < needed {
+            capacity *= 2;
+        }
+        let extra = capacity - self.capacity;
+        let slots = self.lens.len() as i64;
+        for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let pad = Tensor::zeros([slots, self.kv_heads, extra, self.head_dim], (self.kind, self.device));
+            *t = Tensor::cat(&[&*t, &pad], 2);
+        }
+        self.capacity = capacity;
+    }
+
+    /// Puts a prefilled sequence into `slot`, replacing what was there.
+    pub fn insert(&mut self, slot: usize, seq: &SequenceKv) {
+        self.reserve(seq.len + 1);
+        let len = seq.len as i64;
+        for (layer, (k, v)) in seq.keys.iter().zip(&seq.values).enumerate() {
+            self.keys[layer].narrow(0, slot as i64, 1).narrow(2, 0, len).copy_(k);
+            self.values[layer].narrow(0, slot as i64, 1).narrow(2, 0, len).copy_(v);
+        }
+        self.lens[slot] = seq.len;
+    }
+
+    /// Copies slot `src` into each of `dsts` (the beams of a search, the samples of a prompt).
+    pub fn copy_slot(&mut self, src: usize, dsts: &[usize]) {
+        self.gather(dsts, &vec![src; dsts.len()]);
+    }
+
+    /// `slot dsts[i] := slot srcs[i]` for all i at once (beam reordering).
+    pub fn gather(&mut self, dsts: &[usize], srcs: &[usize]) {
+        if dsts.iter().zip(srcs).all(|(d, s)| d == s) {
+            return;
+        }
+        let longest = srcs.iter().map(|&s| self.lens[s]).max().unwrap_or(0) as i64;
+        let to_index = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&x| x as i64).collect::<Vec<_>>()).to_device(self.device);
+        let (dst_t, src_t) = (to_index(dsts), to_index(srcs));
+        for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let mut used = t.narrow(2, 0, longest.max(1));
+            let picked = used.index_select(0, &src_t);
+            let _ = used.index_copy_(0, &dst_t, &picked);
+        }
+        let new_lens: Vec<usize> = srcs.iter().map(|&s| self.lens[s]).collect();
+        for (d, l) in dsts.iter().zip(new_lens) {
+            self.lens[*d] = l;
+        }
+    }
+
+    pub fn clear(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+
+    /// Writes one new key/value per slot at each slot's current length, advances the lengths
+    /// of the `active` slots, and returns the keys and values to attend over (`[slots, kv_heads,
+    /// t, head_dim]`, `t` = the longest slot) for this layer. Call `advance` once per step after
+    /// all layers.
+    pub fn append(&mut self, layer: usize, positions: &Tensor, k: &Tensor, v: &Tensor, span: i64) -> (Tensor, Tensor) {
+        let slots = Tensor::arange(self.lens.len() as i64, (Kind::Int64, self.device));
+        let index = [Some(slots), None, Some(positions.shallow_clone())];
+        let _ = self.keys[layer].index_put_(&index, k, false);
+        let _ = self.values[layer].index_put_(&index, v, false);
+        (self.keys[layer].narrow(2, 0, span), self.values[layer].narrow(2, 0, span))
+    }
+
+    /// Advances the lengths of the active slots by one token.
+    pub fn advance(&mut self, active: &[bool]) {
+        for (len, on) in self.lens.iter_mut().zip(active) {
+            if *on {
+                *len += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The decoder-only transformer shared by Llama, Mistral and Qwen2: RMSNorm, grouped-query
+//! attention with rotary positions, SwiGLU MLP. Weights are immutable; all per-sequence state
+//! lives in the `KvCache`, which is what lets one model serve a changing batch.
+
+use tch::{Kind, Tensor};
+
+use super::embedding::Embedding;
+use crate::config::ModelConfig;
+use crate::kv_cache::{KvCache, SequenceKv};
+use crate::quant::Linear;
+use crate::rope::Rope;
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    /// q, k and v fused along the output dimension.
+    pub qkv: Linear,
+    pub o: Linear,
+    pub mlp_norm: Tensor,
+    /// gate and up fused along the output dimension.
+    pub gate_up: Linear,
+    pub down: Linear,
+}
+
+pub struct Decoder {
+    pub config: ModelConfig,
+    pub embed: Embedding,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    pub rope: Rope,
+    pub kind: Kind,
+}
+
+impl Decoder {
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Tensor {
+        let h = self.config.hidden_size as i64;
+        x.rms_norm([h], Some(weight), self.config.rms_norm_eps)
+    }
+
+    /// Splits fused qkv output `[b, t, (h + 2 kvh) * d]` into rotated q, k and plain v, each
+    /// `[b, t, heads, d]`.
+    fn qkv(&self, layer: &Layer, x: &Tensor, positions: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let c = &self.config;
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (h, kvh, d) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64);
+        let fused = layer.qkv.forward(x).view([b, t, h + 2 * kvh, d]);
+        let qk = self.rope.apply(&fused.narrow(2, 0, h + kvh), positions);
+        let q = qk.narrow(2, 0, h);
+        let k = qk.narrow(2, h, kvh);
+        let v = fused.narrow(2, h + kvh, kvh);
+        (q, k, v)
+    }
+
+    fn mlp(&self, layer: &Layer, x: &Tensor) -> Tensor {
+        let inter = self.config.intermediate_size as i64;
+        let gu = layer.gate_up.forward(x);
+        let gate = gu.narrow(-1, 0, inter);
+        let up = gu.narrow(-1, inter, inter);
+        layer.down.forward(&(gate.silu() * up))
+    }
+
+    /// Runs one whole prompt (`ids [1, t]`, causal attention) and returns hidden states after
+    /// the final norm `[1, t, hidden]` with the keys and values for the cache.
+    pub fn prefill(&self, ids: &Tensor) -> (Tensor, SequenceKv) {
+        let t = ids.size()[1];
+        let device = ids.device();
+        let positions = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+        let mut x = self.embed.forward(ids, self.kind);
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for layer in &self.layers {
+            let normed = self.rms_norm(&x, &layer.attn_norm);
+            let (q, k, v) = self.qkv(layer, &normed, &positions);
+            let (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous());
+            let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, true);
+            keys.push(k);
+            values.push(v);
+            let attn = attn.transpose(1, 2).reshape([1, t, -1]);
+            x = x + layer.o.forward(&attn);
+            let normed = self.rms_norm(&x, &layer.mlp_norm);
+            x = x + self.mlp(layer, &normed);
+        }
+        let hidden = self.rms_norm(&x, &self.norm);
+        (hidden, SequenceKv { keys, values, len: t as usize })
+    }
+
+    /// One decoding step for every slot of the cache: `ids [slots]` at each slot's current
+    /// length. Slots not `active` compute throwaway values. Returns logits `[slots, vocab]`.
+    pub fn decode(&self, ids: &Tensor, cache: &mut KvCache, active: &[bool]) -> Tensor {
+        let slots = cache.slots();
+        let device = ids.device();
+        let lens: Vec<i64> = (0..slots).map(|s| cache.len(s) as i64).collect();
+        let span = lens.iter().copied().max().unwrap_or(0) + 1;
+        cache.reserve(span as usize);
+        let positions = Tensor::from_slice(&lens).to_device(device);
+        // mask[s, 0, 0, j] = j <= len[s]
+        let mask = Tensor::arange(span, (Kind::Int64, device))
+            .unsqueeze(0)
+            .le_tensor(&positions.unsqueeze(1))
+            .view([slots as i64, 1, 1, span]);
+        let mut x = self.embed.forward(&ids.view([slots as i64, 1]), self.kind);
+        let pos2 = positions.view([slots as i64, 1]);
+        for (index, layer) in self.layers.iter().enumerate() {
+            let normed = self.rms_norm(&x, &layer.attn_norm);
+            let (q, k, v) = self.qkv(layer, &normed, &pos2);
+            let (keys, values) = cache.append(index, &positions, &k.squeeze_dim(1), &v.squeeze_dim(1), span);
+            let attn = Tensor::scaled_dot_product_attention(&q.transpose(1, 2), &keys, &values, Some(&mask), 0.0, false, None, true);
+            let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
+            x = x + layer.o.forward(&attn);
+            let normed = self.rms_norm(&x, &layer.mlp_norm);
+            x = x + self.mlp(layer, &normed);
+        }
+        cache.advance(active);
+        let hidden = self.rms_norm(&x, &self.norm).squeeze_dim(1);
+        self.logits(&hidden)
+    }
+
+    /// `hidden [.., hidden]` → float32 logits `[.., vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        self.lm_head.forward(hidden).to_kind(Kind::Float)
+    }
+
+    /// Bytes of weights held on the device.
+    pub fn weight_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| bytes(&l.attn_norm) + bytes(&l.mlp_norm) + l.qkv.weight_bytes() + l.o.weight_bytes() + l.gate_up.weight_bytes() + l.down.weight_bytes())
+            .sum();
+        layers + self.embed.weight_bytes() + bytes(&self.norm) + self.lm_head.weight_bytes()
+    }
+}

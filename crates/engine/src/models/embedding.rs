@@ -1,0 +1,86 @@
+//! Token embeddings, kept in the file's quantized form and dequantized row by row on lookup, so a
+//! 49k x 576 table costs a quarter (int8) or an eighth (int4) of its float size.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::quant::QuantMode;
+use crate::weights::RawWeight;
+
+pub enum Embedding {
+    Dense(Tensor),
+    /// `row = codes * scales + mins` per group of `group` columns.
+    Grouped {
+        codes: Tensor,
+        scales: Tensor,
+        mins: Option<Tensor>,
+        group: i64,
+    },
+}
+
+impl Embedding {
+    pub fn build(raw: RawWeight, mode: QuantMode, device: Device, kind: Kind) -> Embedding {
+        let on = |t: Tensor| t.to_device(device);
+        match (mode, raw) {
+            (QuantMode::None, raw) | (QuantMode::Auto, raw @ RawWeight::Float(_)) => {
+                Embedding::Dense(on(raw.dequantize()).to_kind(kind))
+            }
+            (_, RawWeight::Affine4 { codes, scales, mins, group }) => Embedding::Grouped {
+                codes: on(codes),
+                scales: on(scales).to_kind(kind),
+                mins: Some(on(mins).to_kind(kind)),
+                group: group as i64,
+            },
+            (_, RawWeight::Sym8 { codes, scales, group }) => Embedding::Grouped {
+                codes: on(codes),
+                scales: on(scales).to_kind(kind),
+                mins: None,
+                group: group as i64,
+            },
+            (_, RawWeight::Float(w)) => {
+                // Per-row symmetric int8.
+                let cols = w.size()[1];
+                let scales = w.abs().amax([1], true).clamp_min(1e-12) / 127.0;
+                let codes = (&w / &scales).round().clamp(-127, 127).to_kind(Kind::Int8);
+                Embedding::Grouped {
+                    codes: on(codes),
+                    scales: on(scales).to_kind(kind),
+                    mins: None,
+                    group: cols,
+                }
+            }
+        }
+    }
+
+    /// `ids [..]` → `[.., hidden]`.
+    pub fn forward(&self, ids: &Tensor, kind: Kind) -> Tensor {
+        match self {
+            Embedding::Dense(table) => Tensor::embedding(table, ids, -1, false, false),
+            Embedding::Grouped { codes, scales, mins, group } => {
+                let flat = ids.reshape([-1]);
+                let n = flat.size()[0];
+                let hidden = codes.size()[1];
+                let rows = codes
+                    .index_select(0, &flat)
+                    .to_kind(kind)
+                    .view([n, hidden / group, *group]);
+                let mut out = rows * scales.index_select(0, &flat).unsqueeze(-1);
+                if let Some(m) = mins {
+                    out += m.index_select(0, &flat).unsqueeze(-1);
+                }
+                let mut shape = ids.size();
+                shape.push(hidden);
+                out.view(shape.as_slice())
+            }
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        match self {
+            Embedding::Dense(t) => bytes(t),
+            Embedding::Grouped { codes, scales, mins, .. } => {
+                bytes(codes) + bytes(scales) + mins.as_ref().map(bytes).unwrap_or(0)
+            }
+        }
+    }
+}

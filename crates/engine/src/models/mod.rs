@@ -1,0 +1,75 @@
+//! Model architectures. Llama (SmolLM2, Llama 2/3, Mistral) and Qwen2 (DeepSeek-R1-Distill-Qwen)
+//! share one decoder; they differ in configuration (read by `config`), q/k/v biases (Qwen2) and
+//! how llama.cpp stored their q/k rows, all of which `load` handles.
+
+pub mod decoder;
+pub mod embedding;
+
+use tch::{Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::quant::{Linear, QuantMode};
+use crate::rope::Rope;
+use crate::weights::{unpermute_rope_rows, RawWeight, WeightSource};
+use decoder::{Decoder, Layer};
+use embedding::Embedding;
+
+/// Builds the decoder from a weight source, quantizing per `mode`.
+pub fn load(source: &dyn WeightSource, config: ModelConfig, mode: QuantMode, device: Device) -> Result<Decoder> {
+    let kind = crate::device::compute_kind(device);
+    let vector = |name: &str| -> Result<Tensor> { Ok(source.vector(name)?.to_device(device).to_kind(kind)) };
+    let (h, kvh, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
+    let interleaved = source.rope_interleaved();
+    let unpermute = |raw: RawWeight, heads: usize| if interleaved { raw.permute_rows(&unpermute_rope_rows(heads, d)) } else { raw };
+    let unpermute_bias = |b: Tensor, heads: usize| if interleaved { b.index_select(0, &unpermute_rope_rows(heads, d)) } else { b };
+
+    let mut layers = Vec::with_capacity(config.num_layers);
+    for i in 0..config.num_layers {
+        let p = format!("model.layers.{i}");
+        let q = unpermute(source.matrix(&format!("{p}.self_attn.q_proj.weight"))?, h);
+        let k = unpermute(source.matrix(&format!("{p}.self_attn.k_proj.weight"))?, kvh);
+        let v = source.matrix(&format!("{p}.self_attn.v_proj.weight"))?;
+        let qkv_bias = if config.architecture.qkv_bias() {
+            let qb = unpermute_bias(source.vector(&format!("{p}.self_attn.q_proj.bias"))?, h);
+            let kb = unpermute_bias(source.vector(&format!("{p}.self_attn.k_proj.bias"))?, kvh);
+            let vb = source.vector(&format!("{p}.self_attn.v_proj.bias"))?;
+            Some(Tensor::cat(&[qb, kb, vb], 0))
+        } else {
+            None
+        };
+        let gate = source.matrix(&format!("{p}.mlp.gate_proj.weight"))?;
+        let up = source.matrix(&format!("{p}.mlp.up_proj.weight"))?;
+        layers.push(Layer {
+            attn_norm: vector(&format!("{p}.input_layernorm.weight"))?,
+            qkv: Linear::build(RawWeight::cat_rows(vec![q, k, v]), qkv_bias, mode, device, kind),
+            o: Linear::build(source.matrix(&format!("{p}.self_attn.o_proj.weight"))?, None, mode, device, kind),
+            mlp_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
+            gate_up: Linear::build(RawWeight::cat_rows(vec![gate, up]), None, mode, device, kind),
+            down: Linear::build(source.matrix(&format!("{p}.mlp.down_proj.weight"))?, None, mode, device, kind),
+        });
+    }
+    let embed_raw = source.matrix("model.embed_tokens.weight")?;
+    let lm_head_raw = if source.has("lm_head.weight") && !config.tie_word_embeddings {
+        source.matrix("lm_head.weight")?
+    } else {
+        embed_raw.shallow_clone()
+    };
+    let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
+    Ok(Decoder {
+        embed: Embedding::build(embed_raw, mode, device, kind),
+        layers,
+        norm: vector("model.norm.weight")?,
+        lm_head: Linear::build(lm_head_raw, None, mode, device, kind),
+        rope,
+        kind,
+        config,
+    })
+}
+
+/// A tensor's storage form summary, e.g. for `bench` settings.
+pub fn storage_summary(decoder: &Decoder) -> String {
+    let first = decoder.layers.first().map(|l| l.qkv.storage_name()).unwrap_or("none");
+    format!("layers: {first}, lm_head: {}", decoder.lm_head.storage_name())
+}
+

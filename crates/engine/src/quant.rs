@@ -1,0 +1,288 @@
+//! Linear layers with weights kept quantized in device memory, and the quantizers that make them.
+//!
+//! `--quant auto` keeps a GGUF file's own quantization: 4-bit affine groups (Q4_0, Q4_1, Q4_K)
+//! become libtorch int4 packed weights with the same group scales, so the codes are not rounded a
+//! second time; 8-bit groups (Q8_0, Q6_K) become int8 per-channel weights. `int8` and `int4`
+//! quantize whatever the file holds at load; `none` runs dense floats.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::weights::RawWeight;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantMode {
+    #[default]
+    Auto,
+    None,
+    Int8,
+    Int4,
+}
+
+impl std::str::FromStr for QuantMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::None),
+            "int8" => Ok(Self::Int8),
+            "int4" => Ok(Self::Int4),
+            other => Err(format!("unknown quantization '{other}' (expected auto, none, int8 or int4)")),
+        }
+    }
+}
+
+impl QuantMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::None => "none",
+            Self::Int8 => "int8",
+            Self::Int4 => "int4",
+        }
+    }
+}
+
+/// Group size used when beamline itself quantizes to int4.
+const INT4_GROUP: usize = 32;
+
+/// `y = x W^T + b` in one of three storage forms.
+pub enum Linear {
+    Dense {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// `w = q * scales[row]`, `q` int8 `[out, in]`.
+    Int8 {
+        weight: Tensor,
+        scales: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// libtorch's packed int4 layout; `w = (q - 8) * scale + zero` per group.
+    Int4 {
+        packed: Tensor,
+        scales_zeros: Tensor,
+        group: i64,
+        out_features: i64,
+        bias: Option<Tensor>,
+    },
+}
+
+impl Linear {
+    /// Places a weight on `device` in the storage form `mode` asks for.
+    pub fn build(raw: RawWeight, bias: Option<Tensor>, mode: QuantMode, device: Device, kind: Kind) -> Linear {
+        let bias = bias.map(|b| b.to_device(device).to_kind(kind));
+        let (out, inp) = raw.shape();
+        let int4_ok = out % 16 == 0 && inp % INT4_GROUP as i64 == 0;
+        match (mode, raw) {
+            (QuantMode::None, raw) => dense(raw.dequantize(), bias, device, kind),
+            (QuantMode::Auto, RawWeight::Float(w)) => dense(w, bias, device, kind),
+            (QuantMode::Auto, raw @ RawWeight::Affine4 { .. }) if int4_ok => int4(raw, bias, device, kind),
+            (QuantMode::Int4, raw @ RawWeight::Affine4 { group: 32, .. }) if int4_ok => int4(raw, bias, device, kind),
+            (QuantMode::Int4, raw) if int4_ok => {
+                int4(quantize_affine4(&raw.dequantize(), INT4_GROUP), bias, device, kind)
+            }
+            (_, raw) => int8(&raw.dequantize(), bias, device, kind),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let y = match self {
+            Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
+            Linear::Int8 { weight, scales, .. } => {
+                let (x2, lead) = flatten(x);
+                let y = x2.internal_weight_int8pack_mm(weight, scales);
+                unflatten(y, &lead)
+            }
+            Linear::Int4 {
+                packed,
+                scales_zeros,
+                group,
+                ..
+            } => {
+                let (x2, lead) = flatten(x);
+                let y = match x.device() {
+                    Device::Cpu => {
+                        // libtorch's CPU int4 kernel is vectorised for bfloat16 activations only.
+                        let xb = x2.to_kind(Kind::BFloat16);
+                        xb.internal_weight_int4pack_mm_for_cpu(packed, *group, scales_zeros)
+                            .to_kind(x.kind())
+                    }
+                    _ => x2.internal_weight_int4pack_mm(packed, *group, scales_zeros),
+                };
+                unflatten(y, &lead)
+            }
+        };
+        match self.bias() {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::Dense { bias, .. } | Linear::Int8 { bias, .. } | Linear::Int4 { bias, .. } => bias.as_ref(),
+        }
+    }
+
+    /// Bytes the weights occupy on the device.
+    pub fn weight_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        let b = self.bias().map(bytes).unwrap_or(0);
+        b + match self {
+            Linear::Dense { weight, .. } => bytes(weight),
+            Linear::Int8 { weight, scales, .. } => bytes(weight) + bytes(scales),
+            Linear::Int4 {
+                packed, scales_zeros, ..
+            } => bytes(packed) + bytes(scales_zeros),
+        }
+    }
+
+    pub fn storage_name(&self) -> &'static str {
+        match self {
+            Linear::Dense { .. } => "dense",
+            Linear::Int8 { .. } => "int8",
+            Linear::Int4 { .. } => "int4",
+        }
+    }
+
+    pub fn out_features(&self) -> i64 {
+        match self {
+            Linear::Dense { weight, .. } | Linear::Int8 { weight, .. } => weight.size()[0],
+            Linear::Int4 { out_features, .. } => *out_features,
+        }
+    }
+}
+
+fn flatten(x: &Tensor) -> (Tensor, Vec<i64>) {
+    let size = x.size();
+    let (lead, last) = size.split_at(size.len() - 1);
+    (x.reshape([-1, last[0]]), lead.to_vec())
+}
+
+fn unflatten(y: Tensor, lead: &[i64]) -> Tensor {
+    let mut shape = lead.to_vec();
+    shape.push(y.size()[1]);
+    y.reshape(shape.as_slice())
+}
+
+fn dense(w: Tensor, bias: Option<Tensor>, device: Device, kind: Kind) -> Linear {
+    Linear::Dense {
+        weight: w.to_device(device).to_kind(kind),
+        bias,
+    }
+}
+
+/// Per-output-channel symmetric int8: `scale = max|w| / 127`.
+fn int8(w: &Tensor, bias: Option<Tensor>, device: Device, kind: Kind) -> Linear {
+    let scales = w.abs().amax([1], true).clamp_min(1e-12) / 127.0;
+    let q = (w / &scales).round().clamp(-127, 127).to_kind(Kind::Int8);
+    Linear::Int8 {
+        weight: q.to_device(device),
+        scales: scales.squeeze_dim(1).to_device(device).to_kind(kind),
+        bias,
+    }
+}
+
+/// Group-wise asymmetric 4-bit quantization of floats: `w ≈ scale * q + min`, `q` in 0..=15.
+pub fn quantize_affine4(w: &Tensor, group: usize) -> RawWeight {
+    let (rows, cols) = (w.size()[0], w.size()[1]);
+    let g = group as i64;
+    let grouped = w.view([rows, cols / g, g]);
+    let lo = grouped.amin([2], false);
+    let hi = grouped.amax([2], false);
+    let scales = ((&hi - &lo) / 15.0).clamp_min(1e-12);
+    let q = ((grouped - lo.unsqueeze(-1)) / scales.unsqueeze(-1))
+        .round()
+        .clamp(0, 15)
+        .to_kind(Kind::Uint8)
+        .view([rows, cols]);
+    RawWeight::Affine4 {
+        codes: q,
+        scales,
+        mins: lo,
+        group,
+    }
+}
+
+/// Packs 4-bit affine groups into libtorch's int4 layout. libtorch computes
+/// `(q - 8) * scale + zero`, so `zero = min + 8 * scale` reproduces `scale * q + min` exactly.
+fn int4(raw: RawWeight, bias: Option<Tensor>, device: Device, kind: Kind) -> Linear {
+    let RawWeight::Affine4 {
+        codes,
+        scales,
+        mins,
+        group,
+    } = raw
+    else {
+        unreachable!("int4 packing takes affine 4-bit groups")
+    };
+    let out_features = codes.size()[0];
+    let zeros = &mins + &scales * 8.0;
+    // [groups, out, 2]
+    let scales_zeros = Tensor::stack(&[scales.transpose(0, 1), zeros.transpose(0, 1)], 2).contiguous();
+    let (packed, sz_kind) = match device {
+        Device::Cpu => (
+            codes.to_kind(Kind::Int).internal_convert_weight_to_int4pack_for_cpu(1),
+            // The CPU kernel runs on bfloat16 activations (see `forward`).
+            Kind::BFloat16,
+        ),
+        _ => {
+            let c = codes.to_kind(Kind::Int);
+            let pairs = (c.slice(1, 0, None, 2) * 16 + c.slice(1, 1, None, 2)).to_kind(Kind::Uint8);
+            (pairs.to_device(device).internal_convert_weight_to_int4pack(8), kind)
+        }
+    };
+    Linear::Int4 {
+        packed: packed.to_device(device),
+        scales_zeros: scales_zeros.to_device(device).to_kind(sz_kind),
+        group: group as i64,
+        out_features,
+        bias,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn int4_matches_dequantized_weights() {
+        tch::manual_seed(1);
+        let w = Tensor::randn([48, 64], (Kind::Float, Device::Cpu));
+        let raw = quantize_affine4(&w, 32);
+        let reference = raw.dequantize();
+        let lin = Linear::build(raw, None, QuantMode::Auto, Device::Cpu, Kind::Float);
+        assert_eq!(lin.storage_name(), "int4");
+        let x = Tensor::randn([3, 64], (Kind::Float, Device::Cpu));
+        let want = x.matmul(&reference.tr());
+        let got = lin.forward(&x);
+        // bfloat16 activations: about 3 significant digits.
+        assert!(max_abs(&got, &want) < 0.05 * want.abs().max().double_value(&[]));
+    }
+
+    #[test]
+    fn int8_is_close_to_dense() {
+        tch::manual_seed(2);
+        let w = Tensor::randn([32, 64], (Kind::Float, Device::Cpu));
+        let lin = Linear::build(RawWeight::Float(w.shallow_clone()), None, QuantMode::Int8, Device::Cpu, Kind::Float);
+        assert_eq!(lin.storage_name(), "int8");
+        let x = Tensor::randn([2, 5, 64], (Kind::Float, Device::Cpu));
+        let got = lin.forward(&x);
+        assert_eq!(got.size(), vec![2, 5, 32]);
+        let want = x.matmul(&w.tr());
+        assert!(max_abs(&got, &want) < 0.05 * want.abs().max().double_value(&[]));
+    }
+
+    #[test]
+    fn quant_none_is_exact() {
+        let w = Tensor::randn([16, 32], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([16], (Kind::Float, Device::Cpu));
+        let lin = Linear::build(RawWeight::Float(w.shallow_clone()), Some(b.shallow_clone()), QuantMode::None, Device::Cpu, Kind::Float);
+        let x = Tensor::randn([4, 32], (Kind::Float, Device::Cpu));
+        assert!(max_abs(&lin.forward(&x), &(x.matmul(&w.tr()) + b)) < 1e-5);
+    }
+}

@@ -1,0 +1,132 @@
+//! `worker generate`: one prompt (`--prompt`) or a file of native job lines (`--input`), printed
+//! as one JSON object per prompt in input order. A bad line gets an object with its `custom_id`
+//! and `error`; the other lines still run, all in one continuously refilled batch.
+
+use std::io::{BufRead, BufReader, Write};
+
+use anyhow::{bail, Context, Result};
+use beamline_engine::{Engine, GenerationOutput, GenerationRequest, Message, Prompt};
+use beamline_jobs::{parse_line, JobInput};
+use serde_json::{json, Value};
+
+use crate::cli::GenerateArgs;
+use crate::params;
+
+/// One prompt's place in the output: a request to run, or an error already known.
+enum Slot {
+    Run { custom_id: Option<String>, request: usize },
+    Failed { custom_id: Option<String>, line: Option<usize>, error: String },
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let defaults = params::from_flags(&args.decoding)?;
+    let engine = args.model.load()?;
+    let mut slots = Vec::new();
+    let mut requests: Vec<GenerationRequest> = Vec::new();
+    let mut add = |custom_id: Option<String>, line: Option<usize>, built: Result<GenerationRequest, String>, requests: &mut Vec<GenerationRequest>| match built {
+        Ok(r) => {
+            requests.push(r);
+            slots.push(Slot::Run { custom_id, request: requests.len() - 1 });
+        }
+        Err(error) => slots.push(Slot::Failed { custom_id, line, error }),
+    };
+    match (&args.prompt, &args.input) {
+        (Some(text), None) => {
+            let prompt = if args.chat {
+                Prompt::Chat(vec![Message { role: "user".into(), content: text.clone() }])
+            } else {
+                Prompt::Text(text.clone())
+            };
+            let request = build(&engine, &prompt, defaults.clone()).map_err(anyhow::Error::msg)?;
+            add(None, None, Ok(request), &mut requests);
+        }
+        (None, Some(path)) => {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut seen = std::collections::HashMap::new();
+            for (index, line) in BufReader::new(file).lines().enumerate() {
+                let line_no = index + 1;
+                let text = match line {
+                    Ok(t) => t,
+                    Err(e) => {
+                        add(None, Some(line_no), Err(format!("line {line_no}: unreadable: {e}")), &mut requests);
+                        continue;
+                    }
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let job = match parse_line(&text, line_no) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        add(e.custom_id.clone(), Some(line_no), Err(e.to_string()), &mut requests);
+                        continue;
+                    }
+                };
+                if let Some(first) = seen.insert(job.custom_id.clone(), line_no) {
+                    let error = format!("line {line_no}: custom_id {:?} duplicates line {first}", job.custom_id);
+                    add(Some(job.custom_id), Some(line_no), Err(error), &mut requests);
+                    continue;
+                }
+                let prompt = match job.input {
+                    JobInput::Prompt(p) => Prompt::Text(p),
+                    JobInput::Messages(m) => Prompt::Chat(m.into_iter().map(|m| Message { role: m.role, content: m.content }).collect()),
+                    JobInput::Image { .. } => {
+                        add(Some(job.custom_id), Some(line_no), Err(format!("line {line_no}: image jobs need an image model")), &mut requests);
+                        continue;
+                    }
+                };
+                let built = build(&engine, &prompt, params::from_job(&job.params, &defaults))
+                    .map_err(|e| format!("line {line_no} (custom_id {:?}): {e}", job.custom_id));
+                add(Some(job.custom_id), Some(line_no), built, &mut requests);
+            }
+        }
+        _ => bail!("give --prompt or --input"),
+    }
+
+    let started = std::time::Instant::now();
+    let (outputs, stats) = engine.generate(requests);
+    tracing::info!(
+        prompts = outputs.len(),
+        prompt_tokens = stats.prompt_tokens,
+        generated_tokens = stats.generated_tokens,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Generation finished."
+    );
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for slot in slots {
+        let value = match slot {
+            Slot::Run { custom_id, request } => output_json(custom_id, &outputs[request]),
+            Slot::Failed { custom_id, line, error } => json!({ "custom_id": custom_id, "line": line, "error": error }),
+        };
+        if args.json || args.input.is_some() {
+            writeln!(out, "{value}")?;
+        } else {
+            writeln!(out, "{}", value["text"].as_str().unwrap_or_default())?;
+        }
+    }
+    Ok(())
+}
+
+fn build(engine: &Engine, prompt: &Prompt, params: beamline_engine::GenerationParams) -> Result<GenerationRequest, String> {
+    let ids = engine.prompt_ids(prompt).map_err(|e| e.to_string())?;
+    engine.request(ids, params).map_err(|e| e.to_string())
+}
+
+fn output_json(custom_id: Option<String>, output: &GenerationOutput) -> Value {
+    let best = output.best();
+    let mut value = json!({
+        "text": best.text,
+        "token_ids": best.token_ids,
+        "finish_reason": best.finish_reason,
+        "prompt_tokens": output.prompt_tokens,
+        "completion_tokens": output.completion_tokens(),
+        "candidates": output.candidates.iter().map(|c| json!({
+            "text": c.text, "token_ids": c.token_ids, "score": c.score, "finish_reason": c.finish_reason,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(id) = custom_id {
+        value["custom_id"] = json!(id);
+    }
+    value
+}

@@ -1,0 +1,86 @@
+//! How a command names and loads its model: a `.gguf` file, a HuggingFace folder, or a name from
+//! the model catalog (`configs/models.toml`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use beamline_engine::{DeviceChoice, Engine, EngineOptions, QuantMode};
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, a HuggingFace model folder, or a catalog name from configs/models.toml.
+    #[arg(long, env = "BEAMLINE_MODEL", default_value = "smollm2")]
+    pub model: String,
+    /// auto keeps the file's quantization; none, int8 or int4 re-quantize at load.
+    #[arg(long, env = "BEAMLINE_QUANT", default_value = "auto")]
+    pub quant: QuantMode,
+    /// auto, cpu or cuda.
+    #[arg(long, env = "BEAMLINE_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Sequences decoded together.
+    #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
+    pub max_batch: usize,
+    /// The model catalog.
+    #[arg(long, env = "BEAMLINE_MODELS_CONFIG", default_value = "configs/models.toml")]
+    pub models_config: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Catalog {
+    #[allow(dead_code)]
+    default: Option<String>,
+    #[serde(default)]
+    models: std::collections::BTreeMap<String, CatalogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogEntry {
+    path: PathBuf,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model's file or folder: the argument itself when it exists, else a catalog entry
+    /// (relative paths in the catalog are relative to the folder holding `configs/`).
+    pub fn resolve_path(&self) -> Result<PathBuf> {
+        let direct = Path::new(&self.model);
+        if direct.exists() {
+            return Ok(direct.to_path_buf());
+        }
+        let text = std::fs::read_to_string(&self.models_config).with_context(|| {
+            format!("'{}' is no file or folder, and the model catalog {} cannot be read", self.model, self.models_config.display())
+        })?;
+        let catalog: Catalog = toml::from_str(&text).with_context(|| format!("{}: invalid catalog", self.models_config.display()))?;
+        let Some(entry) = catalog.models.get(&self.model) else {
+            let known: Vec<&String> = catalog.models.keys().collect();
+            bail!("model '{}' is no file or folder and not in {} (known: {known:?})", self.model, self.models_config.display());
+        };
+        let base = self.models_config.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+        let path = if entry.path.is_absolute() { entry.path.clone() } else { base.join(&entry.path) };
+        if !path.exists() {
+            bail!("model '{}' points at {}, which does not exist (run scripts/setup.sh)", self.model, path.display());
+        }
+        Ok(path)
+    }
+
+    pub fn load(&self) -> Result<Engine> {
+        let path = self.resolve_path()?;
+        let started = std::time::Instant::now();
+        let engine = Engine::load(&path, EngineOptions { quant: self.quant, device: self.device, max_batch: self.max_batch })
+            .with_context(|| format!("loading {}", path.display()))?;
+        tracing::info!(
+            model = %path.display(),
+            device = beamline_engine::device::name(engine.device()),
+            quant = self.quant.name(),
+            weights_mib = engine.weight_bytes() / (1 << 20),
+            load_ms = started.elapsed().as_millis() as u64,
+            "Model loaded."
+        );
+        Ok(engine)
+    }
+}
