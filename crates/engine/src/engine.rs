@@ -168,6 +168,19 @@ impl Engine {
         generation::run_batch(&self.model, &self.tokenizer, requests, self.options.max_batch)
     }
 
+    /// Float32 logits at every position of `ids` (one forward pass, causal), `[len][vocab]`.
+    pub fn prompt_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let _guard = tch::no_grad_guard();
+        let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        let (hidden, _) = self.model.prefill(&Tensor::from_slice(&input).to_device(self.device).unsqueeze(0));
+        let logits = self.model.logits(&hidden.squeeze_dim(0)).to_device(Device::Cpu).contiguous();
+        let vocab = logits.size()[1] as usize;
+        let mut flat = vec![0f32; logits.numel()];
+        let n = flat.len();
+        logits.copy_data(&mut flat, n);
+        Ok(flat.chunks(vocab).map(<[f32]>::to_vec).collect())
+    }
+
     /// Summed negative log-likelihood and perplexity of `text` (first token not scored).
     pub fn score(&self, text: &str) -> Result<ScoreOutput> {
         let ids = self.tokenizer.encode(text, true)?;

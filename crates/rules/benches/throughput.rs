@@ -38,9 +38,8 @@ impl Rng {
 }
 
 const SYLLABLES: &[&str] = &[
-    "ka", "lo", "mi", "re", "tan", "su", "vel", "dor", "pi", "na", "ex", "qu", "zor", "bel",
-    "ti", "ro", "sa", "men", "gal", "fi", "ul", "tra", "po", "ne", "cri", "do", "ve", "lan",
-    "mo", "is",
+    "ka", "lo", "mi", "re", "tan", "su", "vel", "dor", "pi", "na", "ex", "qu", "zor", "bel", "ti",
+    "ro", "sa", "men", "gal", "fi", "ul", "tra", "po", "ne", "cri", "do", "ve", "lan", "mo", "is",
 ];
 
 fn english_word(rng: &mut Rng, syllables: usize) -> String {

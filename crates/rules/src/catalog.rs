@@ -88,8 +88,14 @@ mod tests {
     fn names_and_paths() {
         let c = RuleCatalog::new("configs/rules");
         let ok = |s: &str| c.resolve(s).ok();
-        assert_eq!(ok("default"), Some(PathBuf::from("configs/rules/default.toml")));
-        assert_eq!(ok("strict-json"), Some(PathBuf::from("configs/rules/strict-json.toml")));
+        assert_eq!(
+            ok("default"),
+            Some(PathBuf::from("configs/rules/default.toml"))
+        );
+        assert_eq!(
+            ok("strict-json"),
+            Some(PathBuf::from("configs/rules/strict-json.toml"))
+        );
         assert_eq!(ok("/tmp/x.toml"), Some(PathBuf::from("/tmp/x.toml")));
         assert_eq!(ok("my/rules"), Some(PathBuf::from("my/rules")));
         assert!(c.resolve("..").is_err());

@@ -101,9 +101,10 @@ fn compile_rule(
     if max_scan == 0 {
         return Err("`max_scan_bytes` must be at least 1".into());
     }
-    let need = |v: Option<usize>, key: &str| v.ok_or_else(|| format!("kind `{kind}` needs `{key}`"));
+    let need =
+        |v: Option<usize>, key: &str| v.ok_or_else(|| format!("kind `{kind}` needs `{key}`"));
     let op = match kind {
-        RuleKind::DenyWords => Op::DenyWords(word_matcher(&raw, base_dir, files)?),
+        RuleKind::DenyWords => Op::DenyWords(Box::new(word_matcher(&raw, base_dir, files)?)),
         RuleKind::Regex | RuleKind::Pattern => {
             let pattern = raw
                 .pattern

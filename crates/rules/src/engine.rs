@@ -34,8 +34,11 @@ struct ByteSpan {
 struct Working<'a> {
     text: Cow<'a, str>,
     /// The working text folded for deny words, shared by every deny-word
-    /// rule until the text changes.
+    /// rule and carried across edits where that is cheaper than folding
+    /// again (see [`Folded::after_edits`]).
     folded: Option<Folded>,
+    /// Some later rule is a deny-word rule (so the fold is worth keeping).
+    fold_wanted: bool,
     /// The working text's length in characters, once counted.
     char_len: Option<usize>,
     map: OffsetMap,
@@ -49,13 +52,16 @@ pub(crate) fn run(rules: &[Rule], input: &str, token_count: Option<usize>) -> Ou
     let mut w = Working {
         text: Cow::Borrowed(input),
         folded: None,
+        fold_wanted: false,
         char_len: None,
         map: OffsetMap::identity(),
         reasoning: None,
         hits: Vec::new(),
         passed: true,
     };
-    for rule in rules {
+    let last_deny = rules.iter().rposition(|r| matches!(r.op, Op::DenyWords(_)));
+    for (i, rule) in rules.iter().enumerate() {
+        w.fold_wanted = last_deny.is_some_and(|last| i < last);
         w.apply_rule(rule, token_count);
     }
     Outcome {
@@ -169,10 +175,14 @@ impl Working<'_> {
 
     /// Replaces the working text by `edits` applied to it.
     fn edit(&mut self, edits: &[Edit]) {
+        let folded = match self.folded.take() {
+            Some(f) if self.fold_wanted => f.after_edits(&self.text, edits),
+            _ => None,
+        };
         let (text, map) = edits::apply(&self.text, edits);
         self.map = self.map.then(map);
         self.text = Cow::Owned(text);
-        self.folded = None;
+        self.folded = folded;
         self.char_len = None;
     }
 
@@ -186,7 +196,13 @@ impl Working<'_> {
         rule.action.unwrap_or(Action::Flag)
     }
 
-    fn push_hit(&mut self, rule: &Rule, action: Action, span: (usize, usize), message: Option<String>) {
+    fn push_hit(
+        &mut self,
+        rule: &Rule,
+        action: Action,
+        span: (usize, usize),
+        message: Option<String>,
+    ) {
         if action == Action::Reject {
             self.passed = false;
         }
@@ -233,7 +249,12 @@ impl Working<'_> {
 
     fn record_failure(&mut self, rule: &Rule, failure: Failure) {
         let action = Self::action(rule);
-        self.push_hit(rule, action, (failure.start, failure.end), Some(failure.message));
+        self.push_hit(
+            rule,
+            action,
+            (failure.start, failure.end),
+            Some(failure.message),
+        );
     }
 
     /// A regex only scanned a prefix: say so, as a flag, over the rest.

@@ -3,9 +3,9 @@
 //! Loading a rule set is where almost everything can go wrong, and a user
 //! fixing a rule file needs to know *which file, which line, which rule and
 //! why*; every load error therefore carries the file and, where known, the
-//! line. Checking a text never fails (a failed check is a [`Verdict`]
-//! (crate::Verdict), not an error); only the offline JSONL checker can hit an
-//! I/O error.
+//! line. Checking a text never fails (a failed check is a
+//! [`Verdict`](crate::Verdict), not an error); only the offline JSONL
+//! checker can hit an I/O error.
 
 use std::path::PathBuf;
 
@@ -51,7 +51,9 @@ pub enum RulesError {
 
     /// A rule set name that is neither a plain name (`[A-Za-z0-9_.-]`, not
     /// starting with a dot) nor a path to a `.toml` file.
-    #[error("invalid rule set name `{0}`: use letters, digits, `_`, `-`, `.` or a path to a .toml file")]
+    #[error(
+        "invalid rule set name `{0}`: use letters, digits, `_`, `-`, `.` or a path to a .toml file"
+    )]
     InvalidName(String),
 
     /// Reading the JSONL input or writing the JSONL output failed.

@@ -15,6 +15,8 @@
 
 use crate::unicode::{for_each_unstable_chunk, transform_chunk, Form};
 
+mod refold;
+
 /// One changed chunk: `src` bytes of the input became `dst` bytes of the
 /// folded text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +121,10 @@ mod tests {
     fn plain_text_is_borrowed() {
         let f = Folded::new("internal only 机密");
         assert!(f.text.is_none());
-        assert_eq!(Folded::new("Internal ONLY").text("Internal ONLY"), "internal only");
+        assert_eq!(
+            Folded::new("Internal ONLY").text("Internal ONLY"),
+            "internal only"
+        );
         assert_eq!(f.src_start(3), 3);
         assert_eq!(f.src_end(5), 5);
     }

@@ -88,7 +88,12 @@ pub fn check_jsonl(
             Some(Value::String(text)) => text,
             Some(_) => {
                 summary.errors += 1;
-                write_bad(&mut out, custom_id, line_no, "`text` is not a string".into())?;
+                write_bad(
+                    &mut out,
+                    custom_id,
+                    line_no,
+                    "`text` is not a string".into(),
+                )?;
                 continue;
             }
             None => {

@@ -38,8 +38,10 @@
 //! - `engine` — runs the rules and keeps the working text and its offsets.
 //! - `offsets`, `edits` — the working-text → input offset map and the
 //!   edits that change the working text.
-//! - `unicode`, `fold`, `words` — chunked Unicode normalisation, case and
-//!   width folding, the Aho-Corasick deny-word matcher.
+//! - `unicode`, `fold` (with `fold::refold`), `words`, `prefilter` —
+//!   chunked Unicode normalisation; case and width folding, kept in step
+//!   with redactions; the Aho-Corasick deny-word matcher and the Bloom-filter
+//!   start-position filter that keeps large word lists fast.
 //! - `pattern`, `schema`, `checks`, `truncate`, `normalize`, `reasoning` —
 //!   one module per family of rule kinds.
 //!

@@ -171,7 +171,10 @@ mod tests {
 
     #[test]
     fn strip_keeps_newline_and_tab() {
-        assert_eq!(run(strip_control, "a\r\nb\tc\u{0}\u{7f}d\u{85}e"), "a\nb\tcde");
+        assert_eq!(
+            run(strip_control, "a\r\nb\tc\u{0}\u{7f}d\u{85}e"),
+            "a\nb\tcde"
+        );
         assert!(strip_control("plain\ntext\t机密").is_none());
     }
 
@@ -183,7 +186,10 @@ mod tests {
 
     #[test]
     fn collapse_keeps_paragraphs() {
-        assert_eq!(run(collapse_whitespace, "a  b\t c\n \n\n d\ne"), "a b c\n\nd\ne");
+        assert_eq!(
+            run(collapse_whitespace, "a  b\t c\n \n\n d\ne"),
+            "a b c\n\nd\ne"
+        );
         assert!(collapse_whitespace("a b\nc").is_none());
     }
 

@@ -138,7 +138,11 @@ impl OffsetMap {
         for n in new_segs {
             if !n.exact {
                 let (old_start, old_end) = self.span(n.old_start, n.old_end);
-                out.push(Seg { old_start, old_end, ..n });
+                out.push(Seg {
+                    old_start,
+                    old_end,
+                    ..n
+                });
                 continue;
             }
             // Split an exact segment along the old segments it crosses.

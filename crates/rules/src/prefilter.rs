@@ -14,7 +14,8 @@
 //!   and sharper: a word of 12 bytes or more gives its first 12 bytes (so
 //!   that common openings such as `internal ` do not wake the automaton
 //!   every time), a word of 8 to 11 bytes a mark that it ends before 12,
-//!   a shorter word its gate key again.
+//!   a shorter word all its bytes (a two-character Chinese word is gated on
+//!   4 of its 6 bytes and confirmed on all 6).
 //!
 //! The gate is probed without branching (the first-byte table is folded
 //! into the slot index), and an *anchored* automaton search runs only where
@@ -48,7 +49,9 @@ struct Bloom {
 impl Bloom {
     fn new(keys: usize, bits_per_key: usize) -> Self {
         let wanted = (keys * bits_per_key / 64).max(1).next_power_of_two();
-        let log2 = wanted.trailing_zeros().clamp(MIN_SLOTS_LOG2, MAX_SLOTS_LOG2);
+        let log2 = wanted
+            .trailing_zeros()
+            .clamp(MIN_SLOTS_LOG2, MAX_SLOTS_LOG2);
         Bloom {
             slots: vec![0; (1usize << log2) + 1],
             shift: 64 - log2,
@@ -59,9 +62,11 @@ impl Bloom {
     /// slot comes from the top bits, the bits from the middle.
     #[inline]
     fn probe(&self, key: u64, salt: u64) -> (usize, u64) {
-        let h = (key ^ salt.wrapping_mul(0xA076_1D64_78BD_642F)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h =
+            (key ^ salt.wrapping_mul(0xA076_1D64_78BD_642F)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let slot = 1 + (h >> self.shift) as usize;
-        let bits = (1u64 << ((h >> 28) & 63)) | (1u64 << ((h >> 34) & 63)) | (1u64 << ((h >> 40) & 63));
+        let bits =
+            (1u64 << ((h >> 28) & 63)) | (1u64 << ((h >> 34) & 63)) | (1u64 << ((h >> 40) & 63));
         (slot, bits)
     }
 
@@ -88,6 +93,8 @@ pub(crate) struct StartFilter {
     confirm: Bloom,
     /// Short key lengths some word uses, longest first.
     short: Vec<usize>,
+    /// Lengths (below 8) of short words, for the confirm stage.
+    short_lengths: Vec<usize>,
     /// Some word has at least 8 bytes.
     long: bool,
 }
@@ -115,6 +122,11 @@ fn load(hay: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf)
 }
 
+/// The gate key length of a word shorter than 8 bytes.
+fn short_key(len: usize) -> Option<usize> {
+    SHORT_KEYS.iter().copied().find(|&k| k <= len)
+}
+
 /// The 12-byte key from the first 8 bytes and the 4 after them.
 #[inline]
 fn key12(first8: u64, next4: u64) -> u64 {
@@ -129,6 +141,7 @@ impl StartFilter {
             gate: Bloom::new(words.len(), GATE_BITS_PER_WORD),
             confirm: Bloom::new(words.len(), CONFIRM_BITS_PER_WORD),
             short: Vec::new(),
+            short_lengths: Vec::new(),
             long: false,
         };
         for word in words {
@@ -144,12 +157,17 @@ impl StartFilter {
                 } else {
                     filter.confirm.insert(first8, SALT_ENDS_BEFORE_12);
                 }
-            } else if let Some(k) = SHORT_KEYS.iter().copied().find(|&k| k <= word.len()) {
-                let key = first8 & mask(k);
-                filter.gate.insert(key, k as u64);
-                filter.confirm.insert(key, SALT_CONFIRM_SHORT + k as u64);
+            } else if let Some(k) = short_key(word.len()) {
+                let len = word.len();
+                filter.gate.insert(first8 & mask(k), k as u64);
+                filter
+                    .confirm
+                    .insert(first8 & mask(len), SALT_CONFIRM_SHORT + len as u64);
                 if !filter.short.contains(&k) {
                     filter.short.push(k);
+                }
+                if !filter.short_lengths.contains(&len) {
+                    filter.short_lengths.push(len);
                 }
             }
         }
@@ -166,11 +184,19 @@ impl StartFilter {
         let mut hit = false;
         for k in short {
             let (slot, bits) = self.gate.probe(first8 & mask(k), k as u64);
-            hit |= self.gate.slots.get(slot & slot_mask).is_some_and(|s| s & bits == bits);
+            hit |= self
+                .gate
+                .slots
+                .get(slot & slot_mask)
+                .is_some_and(|s| s & bits == bits);
         }
         if self.long {
             let (slot, bits) = self.gate.probe(first8, SALT_LONG);
-            hit |= self.gate.slots.get(slot & slot_mask).is_some_and(|s| s & bits == bits);
+            hit |= self
+                .gate
+                .slots
+                .get(slot & slot_mask)
+                .is_some_and(|s| s & bits == bits);
         }
         hit
     }
@@ -180,11 +206,13 @@ impl StartFilter {
     fn confirm(&self, hay: &[u8], at: usize) -> bool {
         let remaining = hay.len() - at;
         let first8 = load(hay, at);
-        let short = self.short.iter().any(|&k| {
-            let key = first8 & mask(k);
-            k <= remaining
-                && self.gate.contains(key, k as u64)
-                && self.confirm.contains(key, SALT_CONFIRM_SHORT + k as u64)
+        let short = self.short_lengths.iter().any(|&len| {
+            let k = short_key(len).unwrap_or(len);
+            len <= remaining
+                && self.gate.contains(first8 & mask(k), k as u64)
+                && self
+                    .confirm
+                    .contains(first8 & mask(len), SALT_CONFIRM_SHORT + len as u64)
         });
         short
             || (self.long
@@ -192,7 +220,9 @@ impl StartFilter {
                 && self.gate.contains(first8, SALT_LONG)
                 && (self.confirm.contains(first8, SALT_ENDS_BEFORE_12)
                     || (remaining >= 12
-                        && self.confirm.contains(key12(first8, load(hay, at + 8)), SALT_12))))
+                        && self
+                            .confirm
+                            .contains(key12(first8, load(hay, at + 8)), SALT_12))))
     }
 
     /// True when some word may start at byte `at` of `hay`; false means
@@ -213,13 +243,15 @@ impl StartFilter {
             [] => self.scan([], hay, at),
             [a] => self.scan([a], hay, at),
             [a, b] => self.scan([a, b], hay, at),
+            [a, b, c] => self.scan([a, b, c], hay, at),
+            [a, b, c, d] => self.scan([a, b, c, d], hay, at),
             _ => Err(at),
         };
         let mut at = match found {
             Ok(candidate) => return Some(candidate),
             Err(at) => at,
         };
-        // The last 7 bytes, or every position when many short lengths exist.
+        // The last 7 bytes.
         while at < hay.len() {
             if self.may_start(hay, at) {
                 return Some(at);
@@ -232,7 +264,12 @@ impl StartFilter {
     /// Hot loop while 8 bytes are left. `Err` gives where the last 7 bytes
     /// start.
     #[inline]
-    fn scan<const N: usize>(&self, short: [usize; N], hay: &[u8], mut at: usize) -> Result<usize, usize> {
+    fn scan<const N: usize>(
+        &self,
+        short: [usize; N],
+        hay: &[u8],
+        mut at: usize,
+    ) -> Result<usize, usize> {
         while let Some(window) = hay.get(at..at + 8) {
             let mut buf = [0u8; 8];
             buf.copy_from_slice(window);
@@ -256,7 +293,15 @@ mod tests {
     fn no_false_negatives() {
         let words = ["internal only", "机密", "ab", "x", "abcdefg", "abcdefghi"];
         let f = StartFilter::new(&words);
-        for hay in ["internal only!", "机密", "ab", "x", "abcdefgh", "zzx", "abcdefghi"] {
+        for hay in [
+            "internal only!",
+            "机密",
+            "ab",
+            "x",
+            "abcdefgh",
+            "zzx",
+            "abcdefghi",
+        ] {
             let at = hay.len() - hay.trim_start_matches('z').len();
             assert!(f.may_start(hay.as_bytes(), at), "{hay}");
             assert_eq!(f.next_candidate(hay.as_bytes(), 0), Some(at), "{hay}");

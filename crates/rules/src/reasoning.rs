@@ -147,7 +147,10 @@ mod tests {
             open: "<r>".into(),
             close: "</r>".into(),
         };
-        assert_eq!(custom.split("x</r>y").map(|s| s.reasoning), Some("x".to_string()));
+        assert_eq!(
+            custom.split("x</r>y").map(|s| s.reasoning),
+            Some("x".to_string())
+        );
     }
 
     #[test]

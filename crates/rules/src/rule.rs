@@ -3,7 +3,7 @@
 //! [`RuleKind`] and [`Action`] are public because they appear in every
 //! [`Hit`](crate::Hit) (and so in metrics labels and JSON output); their
 //! serde names are the strings users write in the TOML files. The compiled
-//! [`Rule`] is private: it is what [`compile`](crate::compile) turns a TOML
+//! `Rule` is private: it is what `compile` turns a TOML
 //! table into and what the engine runs.
 
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ pub(crate) struct Rule {
 /// The kind-specific part of a compiled rule.
 #[derive(Debug)]
 pub(crate) enum Op {
-    DenyWords(WordMatcher),
+    DenyWords(Box<WordMatcher>),
     Regex(ScanRegex),
     MinChars(usize),
     MaxChars(usize),

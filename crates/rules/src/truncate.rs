@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(cut_point(text, 20), Some(19));
         // The window ends where a word ends.
         let long = "One two. Three four five six seven eight nine ten eleven";
-        assert_eq!(&long[..cut_point(long, 40).unwrap_or(0)], "One two. Three four five six seven eight");
+        assert_eq!(
+            &long[..cut_point(long, 40).unwrap_or(0)],
+            "One two. Three four five six seven eight"
+        );
     }
 
     #[test]
@@ -125,6 +128,9 @@ mod tests {
     #[test]
     fn closing_quote_stays_with_sentence() {
         let text = "He said \"stop.\" Then more text follows here";
-        assert_eq!(&text[..cut_point(text, 24).unwrap_or(0)], "He said \"stop.\"");
+        assert_eq!(
+            &text[..cut_point(text, 24).unwrap_or(0)],
+            "He said \"stop.\""
+        );
     }
 }

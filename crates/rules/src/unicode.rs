@@ -53,7 +53,7 @@ fn quick_check(c: char, form: Form) -> IsNormalized {
 /// True when `c` may combine with the character before it under `form`:
 /// a combining mark, a character that composes with a preceding one
 /// (quick check "Maybe"), or one whose decomposition starts like that.
-fn combines_backward(c: char, form: Form) -> bool {
+pub(crate) fn combines_backward(c: char, form: Form) -> bool {
     if canonical_combining_class(c) != 0 {
         return true;
     }
@@ -67,9 +67,7 @@ fn combines_backward(c: char, form: Form) -> bool {
             };
             match form {
                 Form::Nfc => unicode_normalization::char::decompose_canonical(c, &mut take_first),
-                Form::Fold => {
-                    unicode_normalization::char::decompose_compatible(c, &mut take_first)
-                }
+                Form::Fold => unicode_normalization::char::decompose_compatible(c, &mut take_first),
             }
             first.is_some_and(|d| {
                 d != c
@@ -259,15 +257,25 @@ mod tests {
         ];
         for range in ranges {
             for cp in range {
-                let Some(c) = char::from_u32(cp) else { continue };
+                let Some(c) = char::from_u32(cp) else {
+                    continue;
+                };
                 assert!(is_fast_stable(c));
                 let s = c.to_string();
                 assert_eq!(s.nfc().collect::<String>(), s, "nfc {cp:x}");
                 assert_eq!(s.nfkc().collect::<String>(), s, "nfkc {cp:x}");
                 assert_eq!(c.to_lowercase().collect::<String>(), s, "lower {cp:x}");
                 assert_eq!(canonical_combining_class(c), 0, "ccc {cp:x}");
-                assert_eq!(quick_check(c, Form::Nfc), IsNormalized::Yes, "nfc qc {cp:x}");
-                assert_eq!(quick_check(c, Form::Fold), IsNormalized::Yes, "nfkc qc {cp:x}");
+                assert_eq!(
+                    quick_check(c, Form::Nfc),
+                    IsNormalized::Yes,
+                    "nfc qc {cp:x}"
+                );
+                assert_eq!(
+                    quick_check(c, Form::Fold),
+                    IsNormalized::Yes,
+                    "nfkc qc {cp:x}"
+                );
             }
         }
     }
@@ -275,7 +283,9 @@ mod tests {
     #[test]
     fn fullwidth_fast_path_is_nfkc() {
         for cp in 0xFF01..=0xFF5Eu32 {
-            let Some(c) = char::from_u32(cp) else { continue };
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
             assert_eq!(canonical_combining_class(c), 0);
             assert_eq!(quick_check(c, Form::Nfc), IsNormalized::Yes);
             assert!(!combines_backward(c, Form::Fold));
@@ -289,8 +299,14 @@ mod tests {
     #[test]
     fn ascii_and_cjk_have_no_chunks() {
         assert!(chunks("Hello 机密 world。", Form::Fold).is_empty());
-        assert_eq!(chunks("a long ascii run of text, then Ä", Form::Fold), vec!["Ä"]);
-        assert_eq!(chunks("a long ascii run of texte\u{301}", Form::Nfc), vec!["e\u{301}"]);
+        assert_eq!(
+            chunks("a long ascii run of text, then Ä", Form::Fold),
+            vec!["Ä"]
+        );
+        assert_eq!(
+            chunks("a long ascii run of texte\u{301}", Form::Nfc),
+            vec!["e\u{301}"]
+        );
         assert!(chunks("Hello 机密 world。", Form::Nfc).is_empty());
     }
 

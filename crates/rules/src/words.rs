@@ -188,7 +188,10 @@ mod tests {
         let m = matcher(&["abc", "bcd"]);
         assert_eq!(spans(&m, "abcd"), vec![(0, 3, 0)]);
         let m = matcher(&["ab", "abcd", "cde"]);
-        assert_eq!(spans(&m, "abcde abc cde"), vec![(0, 4, 1), (6, 8, 0), (10, 13, 2)]);
+        assert_eq!(
+            spans(&m, "abcde abc cde"),
+            vec![(0, 4, 1), (6, 8, 0), (10, 13, 2)]
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ fn choose_highest_passing_candidate() {
     assert_eq!(choice.winner, Some(2));
     assert_eq!(choice.verdicts.len(), 4);
     assert!(!choice.verdicts[1].passed);
-    assert_eq!(choice.winning_verdict().map(|v| v.text.as_str()), Some("good two"));
+    assert_eq!(
+        choice.winning_verdict().map(|v| v.text.as_str()),
+        Some("good two")
+    );
     // Ties go to the earlier candidate.
     let tie = vec![("a".to_string(), 1.0), ("b".to_string(), 1.0)];
     assert_eq!(choose_candidate(&set, &tie, None).winner, Some(0));
@@ -57,7 +60,11 @@ fn choose_passes_token_counts() {
 #[test]
 fn catalog_resolves_and_caches() {
     let dir = temp_dir("catalog");
-    write(&dir, "mine.toml", "[[rule]]\nname = \"j\"\nkind = \"json\"\n");
+    write(
+        &dir,
+        "mine.toml",
+        "[[rule]]\nname = \"j\"\nkind = \"json\"\n",
+    );
     let catalog = RuleCatalog::new(&dir);
     let a = match catalog.get("mine") {
         Ok(a) => a,
@@ -128,6 +135,12 @@ fn jsonl_checker_survives_invalid_utf8() {
     let summary = check_jsonl(&set, input, &mut out).ok();
     assert_eq!(summary.map(|s| (s.checked, s.errors)), Some((1, 1)));
     let out = String::from_utf8(out).unwrap_or_default();
-    assert!(out.starts_with("{\"line\":1,\"error\":\"line is not UTF-8"), "{out}");
-    assert!(out.ends_with("{\"custom_id\":1,\"passed\":true,\"text\":\"{}\",\"hits\":[]}\n"), "{out}");
+    assert!(
+        out.starts_with("{\"line\":1,\"error\":\"line is not UTF-8"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("{\"custom_id\":1,\"passed\":true,\"text\":\"{}\",\"hits\":[]}\n"),
+        "{out}"
+    );
 }

@@ -21,7 +21,8 @@ fn deny_words_reject_cjk_without_spaces() {
 
 #[test]
 fn deny_words_fullwidth_case_and_emoji() {
-    let set = rules("[[rule]]\nname = \"io\"\nkind = \"deny_words\"\nwords = [\"internal only\"]\n");
+    let set =
+        rules("[[rule]]\nname = \"io\"\nkind = \"deny_words\"\nwords = [\"internal only\"]\n");
     let text = "📄ＩＮＴＥＲＮＡＬ ｏｎｌｙ📄";
     let v = set.check(text, None);
     assert_eq!(spans(&v), vec![hit("io", "reject", 1, 14)]);
@@ -35,7 +36,10 @@ fn deny_words_overlapping_matches() {
     let set = rules("[[rule]]\nname = \"o\"\nkind = \"deny_words\"\nwords = [\"abc\", \"bcd\"]\naction = \"flag\"\n");
     let v = set.check("abcd bcd", None);
     assert!(v.passed, "flag does not reject");
-    assert_eq!(spans(&v), vec![hit("o", "flag", 0, 3), hit("o", "flag", 5, 8)]);
+    assert_eq!(
+        spans(&v),
+        vec![hit("o", "flag", 0, 3), hit("o", "flag", 5, 8)]
+    );
 }
 
 #[test]
@@ -49,7 +53,11 @@ fn deny_words_redact_keeps_utf8_intact() {
     assert_eq!(v.text, "😀[REDACTED]😀 and [REDACTED][REDACTED]");
     assert_eq!(
         spans(&v),
-        vec![hit("r", "redact", 1, 3), hit("r", "redact", 9, 15), hit("r", "redact", 15, 17)]
+        vec![
+            hit("r", "redact", 1, 3),
+            hit("r", "redact", 9, 15),
+            hit("r", "redact", 15, 17)
+        ]
     );
 }
 
@@ -64,7 +72,10 @@ fn regex_redact_with_replacement() {
     assert_eq!(v.text, "联系 [EMAIL] 或 [EMAIL]。");
     assert_eq!(
         spans(&v),
-        vec![hit("emails", "redact", 3, 18), hit("emails", "redact", 21, 30)]
+        vec![
+            hit("emails", "redact", 3, 18),
+            hit("emails", "redact", 21, 30)
+        ]
     );
     assert_eq!(chars(text, 21, 30), "ann@x.org");
 }
@@ -91,7 +102,10 @@ fn min_and_max_chars() {
     let v = set.check("机密", None);
     assert!(!v.passed);
     assert_eq!(spans(&v), vec![hit("min", "reject", 0, 2)]);
-    assert_eq!(v.hits[0].message.as_deref(), Some("2 characters, fewer than the minimum of 3"));
+    assert_eq!(
+        v.hits[0].message.as_deref(),
+        Some("2 characters, fewer than the minimum of 3")
+    );
     let v = set.check("机密机密机", None);
     assert!(v.passed);
     assert_eq!(spans(&v), vec![hit("max", "flag", 0, 5)]);
@@ -100,7 +114,8 @@ fn min_and_max_chars() {
 
 #[test]
 fn max_chars_truncate_at_sentence() {
-    let set = rules("[[rule]]\nname = \"cut\"\nkind = \"max_chars\"\nmax = 12\naction = \"truncate\"\n");
+    let set =
+        rules("[[rule]]\nname = \"cut\"\nkind = \"max_chars\"\nmax = 12\naction = \"truncate\"\n");
     let text = "第一句。第二句。第三句很长很长。";
     let v = set.check(text, None);
     assert!(v.passed);
@@ -114,7 +129,10 @@ fn max_tokens_uses_the_callers_count() {
     assert!(set.check("abc", Some(10)).passed);
     let v = set.check("abc", Some(11));
     assert!(!v.passed);
-    assert_eq!(v.hits[0].message.as_deref(), Some("11 tokens, more than the maximum of 10"));
+    assert_eq!(
+        v.hits[0].message.as_deref(),
+        Some("11 tokens, more than the maximum of 10")
+    );
     assert!(set.check("abc", None).passed, "no count: skipped");
 }
 
@@ -124,7 +142,10 @@ fn json_and_json_schema() {
         "[[rule]]\nname = \"j\"\nkind = \"json\"\n[[rule]]\nname = \"s\"\nkind = \"json_schema\"\naction = \"flag\"\n\
          schema = { type = \"object\", properties = { answer = { type = \"object\", properties = { score = { type = \"number\" } } } } }\n",
     );
-    assert!(set.check("{\"answer\": {\"score\": 1}}", None).hits.is_empty());
+    assert!(set
+        .check("{\"answer\": {\"score\": 1}}", None)
+        .hits
+        .is_empty());
     let v = set.check("{\"answer\": {\"score\": \"x\"}}", None);
     assert!(v.passed, "schema rule only flags");
     assert_eq!(v.hits.len(), 1);
@@ -200,5 +221,8 @@ fn every_rule_runs_after_a_rejection() {
     let v = set.check("x y", None);
     assert!(!v.passed);
     assert_eq!(v.text, "x [REDACTED]");
-    assert_eq!(spans(&v), vec![hit("a", "reject", 0, 1), hit("b", "redact", 2, 3)]);
+    assert_eq!(
+        spans(&v),
+        vec![hit("a", "reject", 0, 1), hit("b", "redact", 2, 3)]
+    );
 }

@@ -47,10 +47,7 @@ pub(crate) fn chars(text: &str, start: usize, end: usize) -> String {
 
 /// A fresh empty folder under the system temp dir.
 pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "beamline-rules-{tag}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("beamline-rules-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         panic!("cannot create {}: {e}", dir.display());

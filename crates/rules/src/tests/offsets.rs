@@ -30,7 +30,10 @@ fn after_nfc_composition() {
     let v = set.check(text, None);
     assert_eq!(v.text, "Café secret");
     // "Café" came from 5 input characters; "secret" is shifted by one.
-    assert_eq!(spans(&v), vec![hit("w", "flag", 0, 5), hit("w", "flag", 6, 12)]);
+    assert_eq!(
+        spans(&v),
+        vec![hit("w", "flag", 0, 5), hit("w", "flag", 6, 12)]
+    );
 }
 
 #[test]
@@ -51,7 +54,11 @@ fn hits_on_replaced_text_cover_the_replaced_input() {
     assert_eq!(v.text, "aXXb");
     assert_eq!(
         spans(&v),
-        vec![hit("r", "redact", 1, 3), hit("x", "flag", 1, 3), hit("x", "flag", 1, 3)]
+        vec![
+            hit("r", "redact", 1, 3),
+            hit("x", "flag", 1, 3),
+            hit("x", "flag", 1, 3)
+        ]
     );
 }
 
@@ -102,5 +109,40 @@ fn truncation_span_after_redaction() {
     let v = set.check("ab 机密 cd ef", None);
     // Working text "ab * cd ef" (10 chars → cut to "ab *"), input offsets.
     assert_eq!(v.text, "ab *");
-    assert_eq!(spans(&v), vec![hit("w", "redact", 3, 5), hit("t", "truncate", 5, 11)]);
+    assert_eq!(
+        spans(&v),
+        vec![hit("w", "redact", 3, 5), hit("t", "truncate", 5, 11)]
+    );
+}
+
+#[test]
+fn large_word_list_after_redaction() {
+    // Over 64 words: the filtered matcher; the regex redaction before it
+    // makes the engine carry the fold across the edit.
+    let mut words: Vec<String> = (0..100).map(|i| format!("\"filler{i:03}\"")).collect();
+    words.push("\"internal only\"".into());
+    words.push("\"机密\"".into());
+    let toml = format!(
+        "[[rule]]\nname = \"w0\"\nkind = \"deny_words\"\nwords = [\"zzz\"]\n\
+         [[rule]]\nname = \"r\"\nkind = \"regex\"\npattern = 'x+@y'\naction = \"redact\"\n\
+         [[rule]]\nname = \"w\"\nkind = \"deny_words\"\nwords = [{}]\naction = \"flag\"\n",
+        words.join(", ")
+    );
+    let set = rules(&toml);
+    let text = "ＩＮＴＥＲＮＡＬ ｏｎｌｙ xx@y，机密 Filler007😀";
+    let v = set.check(text, None);
+    assert_eq!(
+        v.text,
+        "ＩＮＴＥＲＮＡＬ ｏｎｌｙ [REDACTED]，机密 Filler007😀"
+    );
+    assert_eq!(
+        spans(&v),
+        vec![
+            hit("r", "redact", 14, 18),
+            hit("w", "flag", 0, 13),
+            hit("w", "flag", 19, 21),
+            hit("w", "flag", 22, 31),
+        ]
+    );
+    assert_eq!(chars(text, 22, 31), "Filler007");
 }

@@ -20,7 +20,10 @@ fn default_set() {
     let set = load("default");
     assert_eq!(set.name(), "default");
     assert_eq!(set.declared_version(), Some("2026-11-29"));
-    let v = set.check("<think>plan</think>\n\nWrite to bob@example.com now. ", None);
+    let v = set.check(
+        "<think>plan</think>\n\nWrite to bob@example.com now. ",
+        None,
+    );
     assert!(v.passed);
     assert_eq!(v.text, "Write to [EMAIL] now.");
     assert_eq!(v.reasoning.as_deref(), Some("plan"));
@@ -34,7 +37,10 @@ fn strict_json_set() {
     let set = load("strict-json");
     let ok = r#"{"answer": {"label": "positive", "score": 0.9}}"#;
     assert!(set.check(ok, None).passed);
-    let v = set.check(r#"{"answer": {"label": "positive", "score": "high"}}"#, None);
+    let v = set.check(
+        r#"{"answer": {"label": "positive", "score": "high"}}"#,
+        None,
+    );
     assert!(!v.passed);
     assert_eq!(
         v.hits[0].message.as_deref(),

@@ -1,0 +1,52 @@
+//! Shared set-up for the engine's integration tests: the SmolLM2 test model (loaded once per
+//! test binary and quantization mode) and the reference fixtures made by transformers.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use beamline_engine::{DeviceChoice, Engine, EngineOptions, QuantMode};
+use serde_json::Value;
+
+pub fn model_path() -> PathBuf {
+    let path = std::env::var("BEAMLINE_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
+    path
+}
+
+fn load(quant: QuantMode) -> Mutex<Engine> {
+    let engine = Engine::load(&model_path(), EngineOptions { quant, device: DeviceChoice::Cpu, max_batch: 16 })
+        .expect("load the test model");
+    Mutex::new(engine)
+}
+
+/// The model dequantized to float32 (what transformers runs).
+pub fn engine_f32() -> &'static Mutex<Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| load(QuantMode::None))
+}
+
+/// The model in its own Q4_1 quantization.
+pub fn engine_q4() -> &'static Mutex<Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| load(QuantMode::Auto))
+}
+
+pub fn reference() -> &'static Value {
+    static R: OnceLock<Value> = OnceLock::new();
+    R.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_reference.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
+    })
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+pub fn lock(m: &'static Mutex<Engine>) -> std::sync::MutexGuard<'static, Engine> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
