@@ -309,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn short_words_are_confirmed_on_all_their_bytes() {
+        // "机官" shares its first 4 bytes with "机密" (the gate key).
+        let f = StartFilter::new(&["机密"]);
+        assert!(f.may_start("机密".as_bytes(), 0));
+        assert!(!f.may_start("机官".as_bytes(), 0));
+        // Every short key length in use at once.
+        let f = StartFilter::new(&["q", "xy", "mno", "hijk", "abcdefghij"]);
+        let hay = b"....q..xy..mno..hijk..abcdefghij........";
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(c) = f.next_candidate(hay, at) {
+            found.push(c);
+            at = c + 1;
+        }
+        assert_eq!(found, vec![4, 7, 11, 16, 22]);
+    }
+
+    #[test]
     fn mostly_rejects_other_text() {
         let words: Vec<String> = (0..1000).map(|i| format!("word{i:04}x")).collect();
         let f = StartFilter::new(&words);
