@@ -26,10 +26,15 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |format: String| -> String {
+            strftime_now(&format)
         });
-        env.add_function("strftime_now", |format: String| -> String { strftime_now(&format) });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| EngineError::ChatTemplate(format!("invalid template: {e}")))?;
         Ok(ChatTemplate {
@@ -65,7 +70,18 @@ fn strftime_now(format: &str) -> String {
     let days = secs.div_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     format
         .replace("%Y", &format!("{year:04}"))
@@ -98,17 +114,35 @@ mod tests {
         let source = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
         let t = ChatTemplate::new(source, "<s>", "</s>").unwrap();
         let text = t
-            .render(&[Message { role: "user".into(), content: "Hi".into() }])
+            .render(&[Message {
+                role: "user".into(),
+                content: "Hi".into(),
+            }])
             .unwrap();
-        assert_eq!(text, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            text,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn python_methods_and_raise_exception() {
         let source = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0]['content'].strip() }}";
         let t = ChatTemplate::new(source, "", "").unwrap();
-        assert_eq!(t.render(&[Message { role: "user".into(), content: "  x ".into() }]).unwrap(), "x");
-        let err = t.render(&[Message { role: "system".into(), content: "x".into() }]).unwrap_err();
+        assert_eq!(
+            t.render(&[Message {
+                role: "user".into(),
+                content: "  x ".into()
+            }])
+            .unwrap(),
+            "x"
+        );
+        let err = t
+            .render(&[Message {
+                role: "system".into(),
+                content: "x".into(),
+            }])
+            .unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
     }
 

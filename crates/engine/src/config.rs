@@ -121,7 +121,9 @@ impl ModelConfig {
             .as_ref()
             .and_then(|a| a.first().cloned())
             .or(raw.model_type.clone())
-            .ok_or_else(|| EngineError::load(path, "config.json has no 'architectures' or 'model_type'"))?;
+            .ok_or_else(|| {
+                EngineError::load(path, "config.json has no 'architectures' or 'model_type'")
+            })?;
         let architecture = Architecture::parse(&arch_name, path)?;
         let num_heads = raw.num_attention_heads;
         // transformers 5 writes `rope_parameters` (theta and scaling together); older versions

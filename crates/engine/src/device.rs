@@ -25,7 +25,9 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda),
-            other => Err(format!("unknown device '{other}' (expected auto, cpu or cuda)")),
+            other => Err(format!(
+                "unknown device '{other}' (expected auto, cpu or cuda)"
+            )),
         }
     }
 }
@@ -64,7 +66,9 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => {
             load_cuda_backend().map_err(|e| {
-                EngineError::Device(format!("CUDA was asked for but libtorch_cuda could not be loaded: {e}"))
+                EngineError::Device(format!(
+                    "CUDA was asked for but libtorch_cuda could not be loaded: {e}"
+                ))
             })?;
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))

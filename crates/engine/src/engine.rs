@@ -29,7 +29,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { quant: QuantMode::Auto, device: DeviceChoice::Auto, max_batch: 32 }
+        Self {
+            quant: QuantMode::Auto,
+            device: DeviceChoice::Auto,
+            max_batch: 32,
+        }
     }
 }
 
@@ -70,10 +74,22 @@ impl Engine {
             load_gguf(path, options.quant, device)?
         };
         let chat_template = match template_source {
-            Some(source) => Some(ChatTemplate::new(&source, &tokenizer.bos_token, &tokenizer.eos_token)?),
+            Some(source) => Some(ChatTemplate::new(
+                &source,
+                &tokenizer.bos_token,
+                &tokenizer.eos_token,
+            )?),
             None => None,
         };
-        Ok(Engine { model, tokenizer, chat_template, device, quant: options.quant, path: path.to_path_buf(), options })
+        Ok(Engine {
+            model,
+            tokenizer,
+            chat_template,
+            device,
+            quant: options.quant,
+            path: path.to_path_buf(),
+            options,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -114,7 +130,10 @@ impl Engine {
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
         match &self.chat_template {
             Some(t) => t.render(messages),
-            None => Err(EngineError::ChatTemplate(format!("{} has no chat template", self.path.display()))),
+            None => Err(EngineError::ChatTemplate(format!(
+                "{} has no chat template",
+                self.path.display()
+            ))),
         }
     }
 
@@ -128,7 +147,11 @@ impl Engine {
     }
 
     /// Checks one request against the model: prompt non-empty and within the context.
-    pub fn request(&self, prompt_ids: Vec<u32>, params: GenerationParams) -> std::result::Result<GenerationRequest, RequestError> {
+    pub fn request(
+        &self,
+        prompt_ids: Vec<u32>,
+        params: GenerationParams,
+    ) -> std::result::Result<GenerationRequest, RequestError> {
         params.validate()?;
         if prompt_ids.is_empty() {
             return Err(RequestError::EmptyPrompt);
@@ -143,7 +166,10 @@ impl Engine {
         }
         let vocab = self.model.config.vocab_size as u32;
         if let Some(&bad) = prompt_ids.iter().find(|&&t| t >= vocab) {
-            return Err(RequestError::InvalidParam { field: "prompt", reason: format!("token id {bad} is outside the vocabulary ({vocab})") });
+            return Err(RequestError::InvalidParam {
+                field: "prompt",
+                reason: format!("token id {bad} is outside the vocabulary ({vocab})"),
+            });
         }
         Ok(GenerationRequest { prompt_ids, params })
     }
@@ -164,16 +190,32 @@ impl Engine {
     }
 
     /// Generates for every request, up to `max_batch` sequences at a time.
-    pub fn generate(&self, requests: Vec<GenerationRequest>) -> (Vec<GenerationOutput>, BatchStats) {
-        generation::run_batch(&self.model, &self.tokenizer, requests, self.options.max_batch)
+    pub fn generate(
+        &self,
+        requests: Vec<GenerationRequest>,
+    ) -> (Vec<GenerationOutput>, BatchStats) {
+        generation::run_batch(
+            &self.model,
+            &self.tokenizer,
+            requests,
+            self.options.max_batch,
+        )
     }
 
     /// Float32 logits at every position of `ids` (one forward pass, causal), `[len][vocab]`.
     pub fn prompt_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         let _guard = tch::no_grad_guard();
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let (hidden, _) = self.model.prefill(&Tensor::from_slice(&input).to_device(self.device).unsqueeze(0));
-        let logits = self.model.logits(&hidden.squeeze_dim(0)).to_device(Device::Cpu).contiguous();
+        let (hidden, _) = self.model.prefill(
+            &Tensor::from_slice(&input)
+                .to_device(self.device)
+                .unsqueeze(0),
+        );
+        let logits = self
+            .model
+            .logits(&hidden.squeeze_dim(0))
+            .to_device(Device::Cpu)
+            .contiguous();
         let vocab = logits.size()[1] as usize;
         let mut flat = vec![0f32; logits.numel()];
         let n = flat.len();
@@ -185,14 +227,27 @@ impl Engine {
     pub fn score(&self, text: &str) -> Result<ScoreOutput> {
         let ids = self.tokenizer.encode(text, true)?;
         if ids.len() < 2 {
-            return Err(RequestError::InvalidParam { field: "text", reason: "needs at least two tokens to score".into() }.into());
+            return Err(RequestError::InvalidParam {
+                field: "text",
+                reason: "needs at least two tokens to score".into(),
+            }
+            .into());
         }
         if ids.len() > self.context_length() {
-            return Err(RequestError::PromptTooLong { prompt_tokens: ids.len(), max_new_tokens: 0, context: self.context_length() }.into());
+            return Err(RequestError::PromptTooLong {
+                prompt_tokens: ids.len(),
+                max_new_tokens: 0,
+                context: self.context_length(),
+            }
+            .into());
         }
         let _guard = tch::no_grad_guard();
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let (hidden, _) = self.model.prefill(&Tensor::from_slice(&input).to_device(self.device).unsqueeze(0));
+        let (hidden, _) = self.model.prefill(
+            &Tensor::from_slice(&input)
+                .to_device(self.device)
+                .unsqueeze(0),
+        );
         let targets = Tensor::from_slice(&input[1..]).to_device(self.device);
         let n = ids.len() as i64 - 1;
         let mut nll = 0.0;
@@ -201,27 +256,47 @@ impl Engine {
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            let logits = self.model.logits(&hidden.narrow(1, start, len).squeeze_dim(0));
+            let logits = self
+                .model
+                .logits(&hidden.narrow(1, start, len).squeeze_dim(0));
             let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
             let picked = logp.gather(1, &targets.narrow(0, start, len).unsqueeze(1), false);
-            nll -= picked.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+            nll -= picked
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
             start += len;
         }
-        Ok(ScoreOutput { tokens: n as usize, nll, perplexity: (nll / n as f64).exp() })
+        Ok(ScoreOutput {
+            tokens: n as usize,
+            nll,
+            perplexity: (nll / n as f64).exp(),
+        })
     }
 }
 
-fn load_gguf(path: &Path, quant: QuantMode, device: Device) -> Result<(Decoder, Tokenizer, Option<String>)> {
+fn load_gguf(
+    path: &Path,
+    quant: QuantMode,
+    device: Device,
+) -> Result<(Decoder, Tokenizer, Option<String>)> {
     let file = GgufFile::open(path)?;
     let config = ModelConfig::from_gguf(&file)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let template = file.get_str("tokenizer.chat_template").ok().map(str::to_string);
+    let template = file
+        .get_str("tokenizer.chat_template")
+        .ok()
+        .map(str::to_string);
     let source = GgufWeights::new(&file, config.architecture);
     let model = models::load(&source, config, quant, device)?;
     Ok((model, tokenizer, template))
 }
 
-fn load_hf_folder(dir: &Path, quant: QuantMode, device: Device) -> Result<(Decoder, Tokenizer, Option<String>)> {
+fn load_hf_folder(
+    dir: &Path,
+    quant: QuantMode,
+    device: Device,
+) -> Result<(Decoder, Tokenizer, Option<String>)> {
     let config = ModelConfig::from_hf_json(&dir.join("config.json"))?;
     let read_json = |name: &str| -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(dir.join(name)).ok()?;
@@ -232,8 +307,14 @@ fn load_hf_folder(dir: &Path, quant: QuantMode, device: Device) -> Result<(Decod
     let model_config = read_json("config.json").unwrap_or_default();
     let ids = |v: Option<&serde_json::Value>| -> Vec<u32> {
         match v {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
             _ => Vec::new(),
         }
     };
@@ -244,7 +325,9 @@ fn load_hf_folder(dir: &Path, quant: QuantMode, device: Device) -> Result<(Decod
     let probe = Tokenizer::from_file(&tokenizer_path, None, Vec::new())?;
     let token_id = |key: &str| -> Option<u32> {
         let v = tokenizer_config.get(key)?;
-        let name = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+        let name = v
+            .as_str()
+            .or_else(|| v.get("content").and_then(|c| c.as_str()))?;
         probe.token_to_id(name)
     };
     let mut eos = ids(generation_config.get("eos_token_id"));
@@ -254,7 +337,10 @@ fn load_hf_folder(dir: &Path, quant: QuantMode, device: Device) -> Result<(Decod
     if eos.is_empty() {
         eos = token_id("eos_token").into_iter().collect();
     }
-    let bos = ids(model_config.get("bos_token_id")).first().copied().or_else(|| token_id("bos_token"));
+    let bos = ids(model_config.get("bos_token_id"))
+        .first()
+        .copied()
+        .or_else(|| token_id("bos_token"));
     let tokenizer = Tokenizer::from_file(&tokenizer_path, bos, eos)?;
     let template = tokenizer_config
         .get("chat_template")

@@ -24,7 +24,14 @@ pub struct SequenceKv {
 }
 
 impl KvCache {
-    pub fn new(layers: usize, slots: usize, kv_heads: i64, head_dim: i64, kind: Kind, device: Device) -> Self {
+    pub fn new(
+        layers: usize,
+        slots: usize,
+        kv_heads: i64,
+        head_dim: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Self {
         let capacity = 64;
         let make = || Tensor::zeros([slots as i64, kv_heads, capacity, head_dim], (kind, device));
         KvCache {
@@ -49,7 +56,10 @@ impl KvCache {
 
     /// Bytes held by the cache tensors.
     pub fn bytes(&self) -> usize {
-        2 * self.keys.len() * self.lens.len() * (self.kv_heads * self.capacity * self.head_dim) as usize * self.kind.elt_size_in_bytes()
+        2 * self.keys.len()
+            * self.lens.len()
+            * (self.kv_heads * self.capacity * self.head_dim) as usize
+            * self.kind.elt_size_in_bytes()
     }
 
     /// Grows the time axis so that `needed` positions fit, doubling to keep copies rare.
@@ -65,7 +75,10 @@ impl KvCache {
         let extra = capacity - self.capacity;
         let slots = self.lens.len() as i64;
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            let pad = Tensor::zeros([slots, self.kv_heads, extra, self.head_dim], (self.kind, self.device));
+            let pad = Tensor::zeros(
+                [slots, self.kv_heads, extra, self.head_dim],
+                (self.kind, self.device),
+            );
             *t = Tensor::cat(&[&*t, &pad], 2);
         }
         self.capacity = capacity;
@@ -76,8 +89,14 @@ impl KvCache {
         self.reserve(seq.len + 1);
         let len = seq.len as i64;
         for (layer, (k, v)) in seq.keys.iter().zip(&seq.values).enumerate() {
-            self.keys[layer].narrow(0, slot as i64, 1).narrow(2, 0, len).copy_(k);
-            self.values[layer].narrow(0, slot as i64, 1).narrow(2, 0, len).copy_(v);
+            self.keys[layer]
+                .narrow(0, slot as i64, 1)
+                .narrow(2, 0, len)
+                .copy_(k);
+            self.values[layer]
+                .narrow(0, slot as i64, 1)
+                .narrow(2, 0, len)
+                .copy_(v);
         }
         self.lens[slot] = seq.len;
     }
@@ -93,7 +112,10 @@ impl KvCache {
             return;
         }
         let longest = srcs.iter().map(|&s| self.lens[s]).max().unwrap_or(0) as i64;
-        let to_index = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&x| x as i64).collect::<Vec<_>>()).to_device(self.device);
+        let to_index = |v: &[usize]| {
+            Tensor::from_slice(&v.iter().map(|&x| x as i64).collect::<Vec<_>>())
+                .to_device(self.device)
+        };
         let (dst_t, src_t) = (to_index(dsts), to_index(srcs));
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
             let mut used = t.narrow(2, 0, longest.max(1));
@@ -114,12 +136,22 @@ impl KvCache {
     /// of the `active` slots, and returns the keys and values to attend over (`[slots, kv_heads,
     /// t, head_dim]`, `t` = the longest slot) for this layer. Call `advance` once per step after
     /// all layers.
-    pub fn append(&mut self, layer: usize, positions: &Tensor, k: &Tensor, v: &Tensor, span: i64) -> (Tensor, Tensor) {
+    pub fn append(
+        &mut self,
+        layer: usize,
+        positions: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        span: i64,
+    ) -> (Tensor, Tensor) {
         let slots = Tensor::arange(self.lens.len() as i64, (Kind::Int64, self.device));
         let index = [Some(slots), None, Some(positions.shallow_clone())];
         let _ = self.keys[layer].index_put_(&index, k, false);
         let _ = self.values[layer].index_put_(&index, v, false);
-        (self.keys[layer].narrow(2, 0, span), self.values[layer].narrow(2, 0, span))
+        (
+            self.keys[layer].narrow(2, 0, span),
+            self.values[layer].narrow(2, 0, span),
+        )
     }
 
     /// Advances the lengths of the active slots by one token.

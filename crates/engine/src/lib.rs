@@ -10,6 +10,7 @@
 //! - `config`: model shapes from GGUF metadata or `config.json`.
 //! - `weights/`: tensors from GGUF or safetensors, under HuggingFace names.
 //! - `quant`: linear layers kept quantized on the device (int4, int8) or dense.
+//! - `cpu/`: AVX2 block kernels for quantized matmul on the CPU.
 //! - `models/`: the decoder (Llama, Mistral, Qwen2) and its quantized embedding.
 //! - `rope`, `kv_cache`: rotary positions, the slot-based key/value cache.
 //! - `tokenizer`, `chat_template`: ids as HuggingFace's, prompts as transformers renders them.
@@ -18,6 +19,7 @@
 
 pub mod chat_template;
 pub mod config;
+pub mod cpu;
 pub mod device;
 mod engine;
 pub mod error;
@@ -33,5 +35,8 @@ pub use chat_template::Message;
 pub use device::DeviceChoice;
 pub use engine::{Engine, EngineOptions, Prompt, ScoreOutput};
 pub use error::{EngineError, RequestError};
-pub use generation::{BatchStats, Candidate, Decoding, EarlyStopping, FinishReason, GenerationOutput, GenerationParams, GenerationRequest};
+pub use generation::{
+    BatchStats, Candidate, Decoding, EarlyStopping, FinishReason, GenerationOutput,
+    GenerationParams, GenerationRequest,
+};
 pub use quant::QuantMode;

@@ -4,9 +4,14 @@
 //! become libtorch int4 packed weights with the same group scales, so the codes are not rounded a
 //! second time; 8-bit groups (Q8_0, Q6_K) become int8 per-channel weights. `int8` and `int4`
 //! quantize whatever the file holds at load; `none` runs dense floats.
+//!
+//! On an AVX2 CPU the quantized forms are beamline's own block kernels (`crate::cpu`), which keep
+//! GGUF's 32-wide blocks as they are (Q8_0 included, without re-quantizing per channel); on CUDA
+//! they are libtorch's packed int4/int8 kernels.
 
 use tch::{Device, Kind, Tensor};
 
+use crate::cpu::{self, BlockMatrix};
 use crate::weights::RawWeight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,7 +31,9 @@ impl std::str::FromStr for QuantMode {
             "none" => Ok(Self::None),
             "int8" => Ok(Self::Int8),
             "int4" => Ok(Self::Int4),
-            other => Err(format!("unknown quantization '{other}' (expected auto, none, int8 or int4)")),
+            other => Err(format!(
+                "unknown quantization '{other}' (expected auto, none, int8 or int4)"
+            )),
         }
     }
 }
@@ -57,6 +64,11 @@ pub enum Linear {
         scales: Tensor,
         bias: Option<Tensor>,
     },
+    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels.
+    Blocks {
+        matrix: BlockMatrix,
+        bias: Option<Tensor>,
+    },
     /// libtorch's packed int4 layout; `w = (q - 8) * scale + zero` per group.
     Int4 {
         packed: Tensor,
@@ -69,18 +81,36 @@ pub enum Linear {
 
 impl Linear {
     /// Places a weight on `device` in the storage form `mode` asks for.
-    pub fn build(raw: RawWeight, bias: Option<Tensor>, mode: QuantMode, device: Device, kind: Kind) -> Linear {
+    pub fn build(
+        raw: RawWeight,
+        bias: Option<Tensor>,
+        mode: QuantMode,
+        device: Device,
+        kind: Kind,
+    ) -> Linear {
         let bias = bias.map(|b| b.to_device(device).to_kind(kind));
         let (out, inp) = raw.shape();
+        if device == Device::Cpu && mode != QuantMode::None && cpu::available() && inp % 32 == 0 {
+            if let Some(matrix) = cpu_blocks(raw.shallow_clone(), mode) {
+                return Linear::Blocks { matrix, bias };
+            }
+        }
         let int4_ok = out % 16 == 0 && inp % INT4_GROUP as i64 == 0;
         match (mode, raw) {
             (QuantMode::None, raw) => dense(raw.dequantize(), bias, device, kind),
             (QuantMode::Auto, RawWeight::Float(w)) => dense(w, bias, device, kind),
-            (QuantMode::Auto, raw @ RawWeight::Affine4 { .. }) if int4_ok => int4(raw, bias, device, kind),
-            (QuantMode::Int4, raw @ RawWeight::Affine4 { group: 32, .. }) if int4_ok => int4(raw, bias, device, kind),
-            (QuantMode::Int4, raw) if int4_ok => {
-                int4(quantize_affine4(&raw.dequantize(), INT4_GROUP), bias, device, kind)
+            (QuantMode::Auto, raw @ RawWeight::Affine4 { .. }) if int4_ok => {
+                int4(raw, bias, device, kind)
             }
+            (QuantMode::Int4, raw @ RawWeight::Affine4 { group: 32, .. }) if int4_ok => {
+                int4(raw, bias, device, kind)
+            }
+            (QuantMode::Int4, raw) if int4_ok => int4(
+                quantize_affine4(&raw.dequantize(), INT4_GROUP),
+                bias,
+                device,
+                kind,
+            ),
             (_, raw) => int8(&raw.dequantize(), bias, device, kind),
         }
     }
@@ -88,6 +118,20 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
+            Linear::Blocks { matrix, .. } => {
+                let (x2, lead) = flatten(&x.to_kind(Kind::Float).contiguous());
+                let m = x2.size()[0] as usize;
+                let rows = matrix.rows();
+                let mut out = vec![0f32; m * rows];
+                let mut input = vec![0f32; x2.numel()];
+                let n = input.len();
+                x2.copy_data(&mut input, n);
+                cpu::matmul(matrix, &input, m, &mut out);
+                unflatten(
+                    Tensor::from_slice(&out).view([m as i64, rows as i64]),
+                    &lead,
+                )
+            }
             Linear::Int8 { weight, scales, .. } => {
                 let (x2, lead) = flatten(x);
                 let y = x2.internal_weight_int8pack_mm(weight, scales);
@@ -120,7 +164,10 @@ impl Linear {
 
     fn bias(&self) -> Option<&Tensor> {
         match self {
-            Linear::Dense { bias, .. } | Linear::Int8 { bias, .. } | Linear::Int4 { bias, .. } => bias.as_ref(),
+            Linear::Dense { bias, .. }
+            | Linear::Blocks { bias, .. }
+            | Linear::Int8 { bias, .. }
+            | Linear::Int4 { bias, .. } => bias.as_ref(),
         }
     }
 
@@ -130,9 +177,12 @@ impl Linear {
         let b = self.bias().map(bytes).unwrap_or(0);
         b + match self {
             Linear::Dense { weight, .. } => bytes(weight),
+            Linear::Blocks { matrix, .. } => matrix.bytes(),
             Linear::Int8 { weight, scales, .. } => bytes(weight) + bytes(scales),
             Linear::Int4 {
-                packed, scales_zeros, ..
+                packed,
+                scales_zeros,
+                ..
             } => bytes(packed) + bytes(scales_zeros),
         }
     }
@@ -140,6 +190,14 @@ impl Linear {
     pub fn storage_name(&self) -> &'static str {
         match self {
             Linear::Dense { .. } => "dense",
+            Linear::Blocks {
+                matrix: BlockMatrix::Q4 { .. },
+                ..
+            } => "q4-blocks",
+            Linear::Blocks {
+                matrix: BlockMatrix::Q8 { .. },
+                ..
+            } => "q8-blocks",
             Linear::Int8 { .. } => "int8",
             Linear::Int4 { .. } => "int4",
         }
@@ -149,7 +207,60 @@ impl Linear {
         match self {
             Linear::Dense { weight, .. } | Linear::Int8 { weight, .. } => weight.size()[0],
             Linear::Int4 { out_features, .. } => *out_features,
+            Linear::Blocks { matrix, .. } => matrix.rows() as i64,
         }
+    }
+}
+
+/// The CPU block form of a weight under `mode` (None: keep it dense).
+fn cpu_blocks(raw: RawWeight, mode: QuantMode) -> Option<BlockMatrix> {
+    let (rows, cols) = raw.shape();
+    let (rows, cols) = (rows as usize, cols as usize);
+    let floats = |t: &Tensor| Vec::<f32>::try_from(&t.reshape([-1])).ok();
+    let q4 = |raw: RawWeight| -> Option<BlockMatrix> {
+        let RawWeight::Affine4 {
+            codes,
+            scales,
+            mins,
+            ..
+        } = raw
+        else {
+            return None;
+        };
+        let codes = Vec::<u8>::try_from(&codes.reshape([-1])).ok()?;
+        Some(BlockMatrix::from_q4_codes(
+            rows,
+            cols,
+            &codes,
+            &floats(&scales)?,
+            &floats(&mins)?,
+        ))
+    };
+    match (mode, raw) {
+        (QuantMode::None, _) | (QuantMode::Auto, RawWeight::Float(_)) => None,
+        (QuantMode::Auto | QuantMode::Int4, raw @ RawWeight::Affine4 { group: 32, .. }) => q4(raw),
+        (
+            QuantMode::Auto | QuantMode::Int8,
+            RawWeight::Sym8 {
+                codes,
+                scales,
+                group: 32,
+            },
+        ) => {
+            let codes = Vec::<i8>::try_from(&codes.reshape([-1])).ok()?;
+            Some(BlockMatrix::from_q8_codes(
+                rows,
+                cols,
+                &codes,
+                &floats(&scales)?,
+            ))
+        }
+        (QuantMode::Int4, raw) => q4(quantize_affine4(&raw.dequantize(), INT4_GROUP)),
+        (_, raw) => Some(BlockMatrix::q8_from_floats(
+            rows,
+            cols,
+            &floats(&raw.dequantize())?,
+        )),
     }
 }
 
@@ -219,17 +330,25 @@ fn int4(raw: RawWeight, bias: Option<Tensor>, device: Device, kind: Kind) -> Lin
     let out_features = codes.size()[0];
     let zeros = &mins + &scales * 8.0;
     // [groups, out, 2]
-    let scales_zeros = Tensor::stack(&[scales.transpose(0, 1), zeros.transpose(0, 1)], 2).contiguous();
+    let scales_zeros =
+        Tensor::stack(&[scales.transpose(0, 1), zeros.transpose(0, 1)], 2).contiguous();
     let (packed, sz_kind) = match device {
         Device::Cpu => (
-            codes.to_kind(Kind::Int).internal_convert_weight_to_int4pack_for_cpu(1),
+            codes
+                .to_kind(Kind::Int)
+                .internal_convert_weight_to_int4pack_for_cpu(1),
             // The CPU kernel runs on bfloat16 activations (see `forward`).
             Kind::BFloat16,
         ),
         _ => {
             let c = codes.to_kind(Kind::Int);
             let pairs = (c.slice(1, 0, None, 2) * 16 + c.slice(1, 1, None, 2)).to_kind(Kind::Uint8);
-            (pairs.to_device(device).internal_convert_weight_to_int4pack(8), kind)
+            (
+                pairs
+                    .to_device(device)
+                    .internal_convert_weight_to_int4pack(8),
+                kind,
+            )
         }
     };
     Linear::Int4 {
@@ -256,11 +375,18 @@ mod tests {
         let raw = quantize_affine4(&w, 32);
         let reference = raw.dequantize();
         let lin = Linear::build(raw, None, QuantMode::Auto, Device::Cpu, Kind::Float);
-        assert_eq!(lin.storage_name(), "int4");
+        assert_eq!(
+            lin.storage_name(),
+            if cpu::available() {
+                "q4-blocks"
+            } else {
+                "int4"
+            }
+        );
         let x = Tensor::randn([3, 64], (Kind::Float, Device::Cpu));
         let want = x.matmul(&reference.tr());
         let got = lin.forward(&x);
-        // bfloat16 activations: about 3 significant digits.
+        // bfloat16 (libtorch) or 8-bit block (beamline's kernels) activations.
         assert!(max_abs(&got, &want) < 0.05 * want.abs().max().double_value(&[]));
     }
 
@@ -268,8 +394,21 @@ mod tests {
     fn int8_is_close_to_dense() {
         tch::manual_seed(2);
         let w = Tensor::randn([32, 64], (Kind::Float, Device::Cpu));
-        let lin = Linear::build(RawWeight::Float(w.shallow_clone()), None, QuantMode::Int8, Device::Cpu, Kind::Float);
-        assert_eq!(lin.storage_name(), "int8");
+        let lin = Linear::build(
+            RawWeight::Float(w.shallow_clone()),
+            None,
+            QuantMode::Int8,
+            Device::Cpu,
+            Kind::Float,
+        );
+        assert_eq!(
+            lin.storage_name(),
+            if cpu::available() {
+                "q8-blocks"
+            } else {
+                "int8"
+            }
+        );
         let x = Tensor::randn([2, 5, 64], (Kind::Float, Device::Cpu));
         let got = lin.forward(&x);
         assert_eq!(got.size(), vec![2, 5, 32]);
@@ -281,7 +420,13 @@ mod tests {
     fn quant_none_is_exact() {
         let w = Tensor::randn([16, 32], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([16], (Kind::Float, Device::Cpu));
-        let lin = Linear::build(RawWeight::Float(w.shallow_clone()), Some(b.shallow_clone()), QuantMode::None, Device::Cpu, Kind::Float);
+        let lin = Linear::build(
+            RawWeight::Float(w.shallow_clone()),
+            Some(b.shallow_clone()),
+            QuantMode::None,
+            Device::Cpu,
+            Kind::Float,
+        );
         let x = Tensor::randn([4, 32], (Kind::Float, Device::Cpu));
         assert!(max_abs(&lin.forward(&x), &(x.matmul(&w.tr()) + b)) < 1e-5);
     }

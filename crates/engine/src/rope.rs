@@ -15,9 +15,16 @@ pub struct Rope {
 
 impl Rope {
     /// `freq_factors` divides each frequency (llama.cpp's `rope_freqs.weight`).
-    pub fn new(config: &ModelConfig, freq_factors: Option<&Tensor>, device: Device, kind: Kind) -> Rope {
+    pub fn new(
+        config: &ModelConfig,
+        freq_factors: Option<&Tensor>,
+        device: Device,
+        kind: Kind,
+    ) -> Rope {
         let dim = config.head_dim as i64;
-        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / dim as f64;
+        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu))
+            .to_kind(Kind::Float)
+            / dim as f64;
         let mut inv_freq = (Tensor::from(config.rope_theta as f32).pow(&exponents)).reciprocal();
         if let Some(factors) = freq_factors {
             inv_freq = inv_freq / factors.to_kind(Kind::Float);
@@ -25,7 +32,10 @@ impl Rope {
         if let Some(s) = &config.rope_scaling {
             inv_freq = llama3_scale(&inv_freq, s);
         }
-        let positions = Tensor::arange(config.max_position_embeddings as i64, (Kind::Float, Device::Cpu));
+        let positions = Tensor::arange(
+            config.max_position_embeddings as i64,
+            (Kind::Float, Device::Cpu),
+        );
         let freqs = positions.unsqueeze(1).matmul(&inv_freq.unsqueeze(0));
         let emb = Tensor::cat(&[&freqs, &freqs], 1);
         Rope {

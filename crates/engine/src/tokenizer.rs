@@ -51,17 +51,28 @@ impl Tokenizer {
         }
         let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
         let merges = file.get_str_array("tokenizer.ggml.merges")?;
-        let types = file.get_i64_array("tokenizer.ggml.token_type").unwrap_or_default();
+        let types = file
+            .get_i64_array("tokenizer.ggml.token_type")
+            .unwrap_or_default();
         let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
-        let bos_id = file.get_u64("tokenizer.ggml.bos_token_id").ok().map(|v| v as u32);
-        let eos_id = file.get_u64("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32);
+        let bos_id = file
+            .get_u64("tokenizer.ggml.bos_token_id")
+            .ok()
+            .map(|v| v as u32);
+        let eos_id = file
+            .get_u64("tokenizer.ggml.eos_token_id")
+            .ok()
+            .map(|v| v as u32);
         let add_bos = file
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
 
-        let vocab: serde_json::Map<String, Value> =
-            tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+        let vocab: serde_json::Map<String, Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), json!(i)))
+            .collect();
         let added: Vec<Value> = tokens
             .iter()
             .enumerate()
@@ -79,7 +90,9 @@ impl Tokenizer {
                          {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
                 "special_tokens": {bos.to_string(): {"id": bos, "ids": [bos_id], "tokens": [bos]}}
             }),
-            _ => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}),
+            _ => {
+                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false})
+            }
         };
         let spec = json!({
             "version": "1.0",
@@ -96,11 +109,17 @@ impl Tokenizer {
                 "vocab": vocab, "merges": merges,
             }
         });
-        let inner: tokenizers::Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e| EngineError::load(path, format!("cannot build tokenizer from GGUF metadata: {e}")))?;
-        Ok(Self::with_specials(inner, bos_id, eos_id.into_iter().collect()))
+        let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(|e| {
+            EngineError::load(
+                path,
+                format!("cannot build tokenizer from GGUF metadata: {e}"),
+            )
+        })?;
+        Ok(Self::with_specials(
+            inner,
+            bos_id,
+            eos_id.into_iter().collect(),
+        ))
     }
 
     /// Token ids of `text`, with the special tokens the model's post-processor adds (BOS).
@@ -134,19 +153,19 @@ impl Tokenizer {
 /// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names, as the original `tokenizer.json`
 /// of those models defines it.
 fn pre_tokenizer(pre: &str) -> Value {
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |pattern: &str| {
-        json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     match pre {
         "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-        "llama-bpe" | "llama3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3), byte_level(false)]}),
-        "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2), byte_level(false)]}),
+        "llama-bpe" | "llama3" | "smaug-bpe" => {
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3), byte_level(false)]})
+        }
+        "qwen2" | "deepseek-r1-qwen" => {
+            json!({"type": "Sequence", "pretokenizers": [split(QWEN2), byte_level(false)]})
+        }
         _ => byte_level(true),
     }
 }

@@ -24,12 +24,28 @@ fn tokenizer_ids_equal_the_models_own() {
         } else {
             ids(&case["ids"])
         };
-        assert_eq!(tok.encode(text, true).unwrap(), want, "case {name}: {text:?}");
-        assert_eq!(tok.encode(text, false).unwrap(), want, "case {name} without special tokens");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            want,
+            "case {name}: {text:?}"
+        );
+        assert_eq!(
+            tok.encode(text, false).unwrap(),
+            want,
+            "case {name} without special tokens"
+        );
         let decoded = tok.decode(&ids(&case["ids"]), false).unwrap();
-        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "decode of case {name}");
+        assert_eq!(
+            decoded,
+            case["decoded"].as_str().unwrap(),
+            "decode of case {name}"
+        );
         let skipped = tok.decode(&ids(&case["ids"]), true).unwrap();
-        assert_eq!(skipped, case["decoded_skip_special"].as_str().unwrap(), "decode (skip special) of case {name}");
+        assert_eq!(
+            skipped,
+            case["decoded_skip_special"].as_str().unwrap(),
+            "decode (skip special) of case {name}"
+        );
     }
 }
 
@@ -39,14 +55,27 @@ fn chat_template_renders_like_transformers() {
     for conv in reference()["chat"]["conversations"].as_array().unwrap() {
         let messages: Vec<Message> = serde_json::from_value(conv["messages"].clone()).unwrap();
         let text = engine.render_chat(&messages).unwrap();
-        assert_eq!(text, conv["text"].as_str().unwrap(), "conversation {}", conv["name"]);
+        assert_eq!(
+            text,
+            conv["text"].as_str().unwrap(),
+            "conversation {}",
+            conv["name"]
+        );
         let prompt = beamline_engine::Prompt::Chat(messages);
-        assert_eq!(engine.prompt_ids(&prompt).unwrap(), ids(&conv["ids"]), "ids of {}", conv["name"]);
+        assert_eq!(
+            engine.prompt_ids(&prompt).unwrap(),
+            ids(&conv["ids"]),
+            "ids of {}",
+            conv["name"]
+        );
     }
 }
 
 fn greedy(max_new_tokens: usize) -> GenerationParams {
-    GenerationParams { max_new_tokens, ..GenerationParams::default() }
+    GenerationParams {
+        max_new_tokens,
+        ..GenerationParams::default()
+    }
 }
 
 #[test]
@@ -60,8 +89,22 @@ fn greedy_float32_is_identical_batched() {
         .collect();
     let (outputs, _) = engine.generate(requests);
     for (p, out) in prompts.iter().zip(&outputs) {
-        assert_eq!(out.best().token_ids, ids(&p["generated_ids"]), "prompt {}", p["name"]);
-        assert_eq!(out.best().text.trim_end(), p["text"].as_str().unwrap().trim_end_matches("<|im_end|>").trim_end(), "text of {}", p["name"]);
+        assert_eq!(
+            out.best().token_ids,
+            ids(&p["generated_ids"]),
+            "prompt {}",
+            p["name"]
+        );
+        assert_eq!(
+            out.best().text.trim_end(),
+            p["text"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches("<|im_end|>")
+                .trim_end(),
+            "text of {}",
+            p["name"]
+        );
     }
 }
 
@@ -77,8 +120,16 @@ fn greedy_q4_1_agrees_with_the_float_reference() {
     let (mut same, mut total) = (0usize, 0usize);
     for (p, out) in prompts.iter().zip(&outputs) {
         let want = ids(&p["generated_ids"]);
-        let prefix = want.iter().zip(&out.best().token_ids).take_while(|(a, b)| a == b).count();
-        eprintln!("{:>16}: first {prefix:>2} of {} tokens agree", p["name"].as_str().unwrap(), want.len());
+        let prefix = want
+            .iter()
+            .zip(&out.best().token_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        eprintln!(
+            "{:>16}: first {prefix:>2} of {} tokens agree",
+            p["name"].as_str().unwrap(),
+            want.len()
+        );
         same += prefix;
         total += want.len();
     }
@@ -116,9 +167,19 @@ fn beam_search_matches_sequences_and_scores() {
             let want = run["sequences"].as_array().unwrap();
             assert_eq!(got.len(), want.len(), "{} {s}", prompt["name"]);
             for (g, w) in got.iter().zip(want) {
-                assert_eq!(g.token_ids, ids(&w["generated_ids"]), "{} {s}", prompt["name"]);
+                assert_eq!(
+                    g.token_ids,
+                    ids(&w["generated_ids"]),
+                    "{} {s}",
+                    prompt["name"]
+                );
                 let ws = w["sequences_score"].as_f64().unwrap();
-                assert!((g.score - ws).abs() <= 1e-4 * ws.abs().max(1.0), "{} {s}: score {} vs {ws}", prompt["name"], g.score);
+                assert!(
+                    (g.score - ws).abs() <= 1e-4 * ws.abs().max(1.0),
+                    "{} {s}: score {} vs {ws}",
+                    prompt["name"],
+                    g.score
+                );
             }
         }
     }
@@ -130,9 +191,23 @@ fn perplexity_within_one_percent() {
     for text in reference()["perplexity"]["texts"].as_array().unwrap() {
         let score = engine.score(text["text"].as_str().unwrap()).unwrap();
         let want_ppl = text["perplexity"].as_f64().unwrap();
-        assert_eq!(score.tokens as u64, text["tokens"].as_u64().unwrap(), "{}", text["name"]);
-        assert!((score.perplexity / want_ppl - 1.0).abs() < 0.01, "{}: {} vs {want_ppl}", text["name"], score.perplexity);
-        assert!((score.nll - text["nll_sum"].as_f64().unwrap()).abs() < 1e-3 * score.nll, "{}", text["name"]);
+        assert_eq!(
+            score.tokens as u64,
+            text["tokens"].as_u64().unwrap(),
+            "{}",
+            text["name"]
+        );
+        assert!(
+            (score.perplexity / want_ppl - 1.0).abs() < 0.01,
+            "{}: {} vs {want_ppl}",
+            text["name"],
+            score.perplexity
+        );
+        assert!(
+            (score.nll - text["nll_sum"].as_f64().unwrap()).abs() < 1e-3 * score.nll,
+            "{}",
+            text["name"]
+        );
     }
 }
 
@@ -143,11 +218,23 @@ fn last_position_logits_match() {
         let logits = engine.prompt_logits(&ids(&probe["ids"])).unwrap();
         let last = logits.last().unwrap();
         for pair in probe["top"].as_array().unwrap() {
-            let (id, value) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
-            assert!((last[id] as f64 - value).abs() < 1e-3 * value.abs().max(1.0), "{}: logit {id}: {} vs {value}", probe["name"], last[id]);
+            let (id, value) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap(),
+            );
+            assert!(
+                (last[id] as f64 - value).abs() < 1e-3 * value.abs().max(1.0),
+                "{}: logit {id}: {} vs {value}",
+                probe["name"],
+                last[id]
+            );
         }
         let sum: f64 = last.iter().map(|&v| v as f64).sum();
         let want = probe["sum"].as_f64().unwrap();
-        assert!((sum - want).abs() < 1e-4 * want.abs(), "{}: sum {sum} vs {want}", probe["name"]);
+        assert!(
+            (sum - want).abs() < 1e-4 * want.abs(),
+            "{}: sum {sum} vs {want}",
+            probe["name"]
+        );
     }
 }

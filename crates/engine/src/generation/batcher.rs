@@ -55,10 +55,18 @@ pub fn run_batch(
     let widest = requests.iter().map(|r| r.params.slots()).max().unwrap_or(1);
     let capacity = max_slots.max(widest).min(total_slots.max(1));
     let c = &model.config;
-    let mut cache = KvCache::new(c.num_layers, capacity, c.num_kv_heads as i64, c.head_dim as i64, model.kind, device);
+    let mut cache = KvCache::new(
+        c.num_layers,
+        capacity,
+        c.num_kv_heads as i64,
+        c.head_dim as i64,
+        model.kind,
+        device,
+    );
     let mut stats = BatchStats::default();
     let mut outputs: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
-    let mut waiting: VecDeque<(usize, GenerationRequest)> = requests.into_iter().enumerate().collect();
+    let mut waiting: VecDeque<(usize, GenerationRequest)> =
+        requests.into_iter().enumerate().collect();
     let mut running: Vec<Running> = Vec::new();
     let mut free: Vec<usize> = (0..capacity).rev().collect();
     let mut feed = vec![0u32; capacity];
@@ -71,7 +79,9 @@ pub fn run_batch(
             if req.params.slots() > free.len() {
                 break;
             }
-            let Some((index, req)) = waiting.pop_front() else { break };
+            let Some((index, req)) = waiting.pop_front() else {
+                break;
+            };
             let slots: Vec<usize> = (0..req.params.slots()).filter_map(|_| free.pop()).collect();
             let started = Instant::now();
             let ids: Vec<i64> = req.prompt_ids.iter().map(|&t| t as i64).collect();
@@ -95,7 +105,9 @@ pub fn run_batch(
                 slots,
                 prompt_tokens,
             };
-            advance(&mut run, &mut views, tokenizer, &mut cache, &mut feed, &mut live);
+            advance(
+                &mut run, &mut views, tokenizer, &mut cache, &mut feed, &mut live,
+            );
             running.push(run);
         }
         // Retire finished requests and free their slots.
@@ -112,7 +124,10 @@ pub fn run_batch(
                     State::Sequences(s) => s.finish(tokenizer),
                     State::Beam(b) => b.finish(tokenizer),
                 };
-                let output = GenerationOutput { prompt_tokens: run.prompt_tokens, candidates };
+                let output = GenerationOutput {
+                    prompt_tokens: run.prompt_tokens,
+                    candidates,
+                };
                 stats.generated_tokens += output.completion_tokens();
                 outputs[run.index] = Some(output);
             } else {
@@ -135,17 +150,27 @@ pub fn run_batch(
         stats.decode_steps += 1;
         let mut by_slot: Vec<Option<&mut [f32]>> = host.chunks_mut(vocab).map(Some).collect();
         for run in running.iter_mut() {
-            let mut views: Vec<&mut [f32]> = run.slots.iter().filter_map(|&s| by_slot[s].take()).collect();
+            let mut views: Vec<&mut [f32]> = run
+                .slots
+                .iter()
+                .filter_map(|&s| by_slot[s].take())
+                .collect();
             advance(run, &mut views, tokenizer, &mut cache, &mut feed, &mut live);
         }
         stats.decode_time += started.elapsed();
     }
-    let outputs = outputs.into_iter().map(|o| o.unwrap_or_else(empty_output)).collect();
+    let outputs = outputs
+        .into_iter()
+        .map(|o| o.unwrap_or_else(empty_output))
+        .collect();
     (outputs, stats)
 }
 
 fn empty_output() -> GenerationOutput {
-    GenerationOutput { prompt_tokens: 0, candidates: Vec::new() }
+    GenerationOutput {
+        prompt_tokens: 0,
+        candidates: Vec::new(),
+    }
 }
 
 fn is_done(run: &Running) -> bool {
@@ -188,7 +213,10 @@ fn advance(
 
 /// Copies float32 logits `[n, vocab]` to the host.
 fn host_rows(logits: &Tensor) -> Vec<f32> {
-    let t = logits.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
+    let t = logits
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
     let mut out = vec![0f32; t.numel()];
     t.copy_data(&mut out, t.numel());
     out

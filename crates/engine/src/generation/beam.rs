@@ -42,8 +42,20 @@ pub struct BeamStep {
 
 impl BeamSearch {
     pub fn new(prompt: Vec<u32>, params: GenerationParams) -> Self {
-        let beams = (0..params.num_beams).map(|_| Beam { tokens: Vec::new(), score: 0.0 }).collect();
-        BeamSearch { prompt, params, beams, hypotheses: Vec::new(), generated: 0, done: false }
+        let beams = (0..params.num_beams)
+            .map(|_| Beam {
+                tokens: Vec::new(),
+                score: 0.0,
+            })
+            .collect();
+        BeamSearch {
+            prompt,
+            params,
+            beams,
+            hypotheses: Vec::new(),
+            generated: 0,
+            done: false,
+        }
     }
 
     pub fn done(&self) -> bool {
@@ -59,7 +71,12 @@ impl BeamSearch {
         for (b, row) in rows.iter_mut().enumerate().take(live_beams) {
             // transformers takes log_softmax of the raw logits first, then applies the
             // processors to the log-probabilities.
-            let history: Vec<u32> = self.prompt.iter().chain(&self.beams[b].tokens).copied().collect();
+            let history: Vec<u32> = self
+                .prompt
+                .iter()
+                .chain(&self.beams[b].tokens)
+                .copied()
+                .collect();
             let mut logp = logits::log_softmax(row);
             logits::repetition_penalty(&mut logp, &history, self.params.repetition_penalty);
             logits::ban_sequences(&mut logp, &history, &self.params.banned_sequences);
@@ -78,11 +95,18 @@ impl BeamSearch {
             for &(score, b, t) in candidates.iter().take(k) {
                 let mut tokens = self.beams[b].tokens.clone();
                 tokens.push(t);
-                let finish = if !self.params.ignore_eos && tokenizer.is_eos(t) { FinishReason::Stop } else { FinishReason::Length };
+                let finish = if !self.params.ignore_eos && tokenizer.is_eos(t) {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                };
                 self.add_hypothesis(tokens, score, cur_len, finish);
             }
             self.done = true;
-            return BeamStep { feed: Vec::new(), sources: Vec::new() };
+            return BeamStep {
+                feed: Vec::new(),
+                sources: Vec::new(),
+            };
         }
         let mut next: Vec<(usize, u32, f32)> = Vec::with_capacity(k);
         for (rank, &(score, b, t)) in candidates.iter().enumerate() {
@@ -111,21 +135,39 @@ impl BeamSearch {
         let sources: Vec<usize> = next.iter().map(|n| n.0).collect();
         let feed: Vec<u32> = next.iter().map(|n| n.1).collect();
         self.beams = new_beams;
-        let best_running = self.beams.first().map(|b| b.score).unwrap_or(f32::NEG_INFINITY);
+        let best_running = self
+            .beams
+            .first()
+            .map(|b| b.score)
+            .unwrap_or(f32::NEG_INFINITY);
         if self.is_done(best_running, cur_len) {
             self.done = true;
         }
         BeamStep { feed, sources }
     }
 
-    fn add_hypothesis(&mut self, tokens: Vec<u32>, sum_logprobs: f32, generated_len: usize, finish: FinishReason) {
+    fn add_hypothesis(
+        &mut self,
+        tokens: Vec<u32>,
+        sum_logprobs: f32,
+        generated_len: usize,
+        finish: FinishReason,
+    ) {
         let score = sum_logprobs as f64 / (generated_len as f64).powf(self.params.length_penalty);
         let k = self.params.num_beams;
         if self.hypotheses.len() < k || score > self.worst_score() {
-            self.hypotheses.push(Hypothesis { tokens, score, finish });
+            self.hypotheses.push(Hypothesis {
+                tokens,
+                score,
+                finish,
+            });
             if self.hypotheses.len() > k {
                 let worst = (0..self.hypotheses.len())
-                    .min_by(|&a, &b| self.hypotheses[a].score.total_cmp(&self.hypotheses[b].score))
+                    .min_by(|&a, &b| {
+                        self.hypotheses[a]
+                            .score
+                            .total_cmp(&self.hypotheses[b].score)
+                    })
                     .unwrap_or(0);
                 self.hypotheses.remove(worst);
             }
@@ -133,7 +175,10 @@ impl BeamSearch {
     }
 
     fn worst_score(&self) -> f64 {
-        self.hypotheses.iter().map(|h| h.score).fold(f64::INFINITY, f64::min)
+        self.hypotheses
+            .iter()
+            .map(|h| h.score)
+            .fold(f64::INFINITY, f64::min)
     }
 
     fn is_done(&self, best_sum: f32, cur_len: usize) -> bool {
@@ -144,7 +189,9 @@ impl BeamSearch {
         let highest = match self.params.early_stopping {
             EarlyStopping::True => return true,
             EarlyStopping::False => best_sum as f64 / (cur_len as f64).powf(lp),
-            EarlyStopping::Never if lp > 0.0 => best_sum as f64 / (self.params.max_new_tokens as f64).powf(lp),
+            EarlyStopping::Never if lp > 0.0 => {
+                best_sum as f64 / (self.params.max_new_tokens as f64).powf(lp)
+            }
             EarlyStopping::Never => best_sum as f64 / (cur_len as f64).powf(lp),
         };
         self.worst_score() >= highest

@@ -27,7 +27,9 @@ pub fn repetition_penalty(row: &mut [f32], history: &[u32], penalty: f64) {
 /// the sequence so far ends with the rest of it; single-token sequences are always forbidden.
 pub fn ban_sequences(row: &mut [f32], history: &[u32], banned: &[Vec<u32>]) {
     for seq in banned {
-        let Some((&last, prefix)) = seq.split_last() else { continue };
+        let Some((&last, prefix)) = seq.split_last() else {
+            continue;
+        };
         if history.ends_with(prefix) && (last as usize) < row.len() {
             row[last as usize] = f32::NEG_INFINITY;
         }
@@ -57,7 +59,13 @@ pub fn log_softmax(row: &[f32]) -> Vec<f32> {
 }
 
 /// Temperature, then top-k, then top-p, then a draw from the softmax (transformers' warpers).
-pub fn sample(row: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &mut impl Rng) -> usize {
+pub fn sample(
+    row: &[f32],
+    temperature: f64,
+    top_k: usize,
+    top_p: f64,
+    rng: &mut impl Rng,
+) -> usize {
     let t = temperature as f32;
     let mut scores: Vec<f32> = row.iter().map(|&v| v / t).collect();
     if top_k > 0 && top_k < scores.len() {
@@ -146,7 +154,9 @@ mod tests {
         }
         let draw = |seed| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            (0..30).map(|_| sample(&row, 1.0, 0, 1.0, &mut rng)).collect::<Vec<_>>()
+            (0..30)
+                .map(|_| sample(&row, 1.0, 0, 1.0, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert!(draw(3).contains(&3));

@@ -18,7 +18,9 @@ impl std::str::FromStr for Decoding {
             "greedy" => Ok(Self::Greedy),
             "sample" | "sampling" => Ok(Self::Sample),
             "beam" | "beam_search" => Ok(Self::Beam),
-            other => Err(format!("unknown decoding '{other}' (expected greedy, sample or beam)")),
+            other => Err(format!(
+                "unknown decoding '{other}' (expected greedy, sample or beam)"
+            )),
         }
     }
 }
@@ -77,7 +79,8 @@ impl Default for GenerationParams {
 
 impl GenerationParams {
     pub fn validate(&self) -> Result<(), RequestError> {
-        let bad = |field: &'static str, reason: String| Err(RequestError::InvalidParam { field, reason });
+        let bad =
+            |field: &'static str, reason: String| Err(RequestError::InvalidParam { field, reason });
         if self.max_new_tokens == 0 {
             return bad("max_new_tokens", "must be at least 1".into());
         }
@@ -86,25 +89,39 @@ impl GenerationParams {
         }
         match self.decoding {
             Decoding::Greedy if self.num_return_sequences > 1 => {
-                return bad("num_return_sequences", "greedy decoding returns one sequence; use sample or beam".into())
+                return bad(
+                    "num_return_sequences",
+                    "greedy decoding returns one sequence; use sample or beam".into(),
+                )
             }
-            Decoding::Beam if self.num_beams < 2 => return bad("num_beams", "beam search needs at least 2 beams".into()),
+            Decoding::Beam if self.num_beams < 2 => {
+                return bad("num_beams", "beam search needs at least 2 beams".into())
+            }
             Decoding::Beam if self.num_return_sequences > self.num_beams => {
                 return bad(
                     "num_return_sequences",
-                    format!("{} is more than num_beams ({})", self.num_return_sequences, self.num_beams),
+                    format!(
+                        "{} is more than num_beams ({})",
+                        self.num_return_sequences, self.num_beams
+                    ),
                 )
             }
             _ => {}
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", format!("{} is not a positive number", self.temperature));
+            return bad(
+                "temperature",
+                format!("{} is not a positive number", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", format!("{} is not in (0, 1]", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad("repetition_penalty", format!("{} is not a positive number", self.repetition_penalty));
+            return bad(
+                "repetition_penalty",
+                format!("{} is not a positive number", self.repetition_penalty),
+            );
         }
         if !self.length_penalty.is_finite() {
             return bad("length_penalty", "must be finite".into());

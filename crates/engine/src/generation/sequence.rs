@@ -30,10 +30,19 @@ impl Sequences {
                 tokens: Vec::new(),
                 logprob: 0.0,
                 finished: None,
-                rng: StdRng::seed_from_u64(params.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64)),
+                rng: StdRng::seed_from_u64(
+                    params
+                        .seed
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .wrapping_add(i as u64),
+                ),
             })
             .collect();
-        Sequences { prompt, params, seqs }
+        Sequences {
+            prompt,
+            params,
+            seqs,
+        }
     }
 
     pub fn done(&self) -> bool {
@@ -42,7 +51,11 @@ impl Sequences {
 
     /// Picks the next token of every unfinished sequence from its row of logits. Returns the
     /// token to feed per slot and whether the slot is still live.
-    pub fn step(&mut self, rows: &mut [&mut [f32]], tokenizer: &Tokenizer) -> (Vec<u32>, Vec<bool>) {
+    pub fn step(
+        &mut self,
+        rows: &mut [&mut [f32]],
+        tokenizer: &Tokenizer,
+    ) -> (Vec<u32>, Vec<bool>) {
         let p = &self.params;
         let mut feed = Vec::with_capacity(self.seqs.len());
         let mut live = Vec::with_capacity(self.seqs.len());
@@ -56,7 +69,9 @@ impl Sequences {
             logits::repetition_penalty(row, &history, p.repetition_penalty);
             logits::ban_sequences(row, &history, &p.banned_sequences);
             let token = match p.decoding {
-                Decoding::Sample => logits::sample(row, p.temperature, p.top_k, p.top_p, &mut seq.rng),
+                Decoding::Sample => {
+                    logits::sample(row, p.temperature, p.top_k, p.top_p, &mut seq.rng)
+                }
                 _ => logits::argmax(row),
             };
             seq.logprob += logits::log_softmax(row)[token] as f64;
@@ -64,7 +79,9 @@ impl Sequences {
             seq.tokens.push(token);
             if !p.ignore_eos && tokenizer.is_eos(token) {
                 seq.finished = Some(FinishReason::Stop);
-            } else if !p.stop.is_empty() && stop_index(&decode(tokenizer, &seq.tokens), &p.stop).is_some() {
+            } else if !p.stop.is_empty()
+                && stop_index(&decode(tokenizer, &seq.tokens), &p.stop).is_some()
+            {
                 seq.finished = Some(FinishReason::Stop);
             } else if seq.tokens.len() >= p.max_new_tokens {
                 seq.finished = Some(FinishReason::Length);

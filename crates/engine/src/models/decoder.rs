@@ -70,8 +70,21 @@ impl Decoder {
         for layer in &self.layers {
             let normed = self.rms_norm(&x, &layer.attn_norm);
             let (q, k, v) = self.qkv(layer, &normed, &positions);
-            let (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous());
-            let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, true);
+            let (q, k, v) = (
+                q.transpose(1, 2),
+                k.transpose(1, 2).contiguous(),
+                v.transpose(1, 2).contiguous(),
+            );
+            let attn = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                true,
+                None,
+                true,
+            );
             keys.push(k);
             values.push(v);
             let attn = attn.transpose(1, 2).reshape([1, t, -1]);
@@ -80,7 +93,14 @@ impl Decoder {
             x = x + self.mlp(layer, &normed);
         }
         let hidden = self.rms_norm(&x, &self.norm);
-        (hidden, SequenceKv { keys, values, len: t as usize })
+        (
+            hidden,
+            SequenceKv {
+                keys,
+                values,
+                len: t as usize,
+            },
+        )
     }
 
     /// One decoding step for every slot of the cache: `ids [slots]` at each slot's current
@@ -102,8 +122,23 @@ impl Decoder {
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
             let (q, k, v) = self.qkv(layer, &normed, &pos2);
-            let (keys, values) = cache.append(index, &positions, &k.squeeze_dim(1), &v.squeeze_dim(1), span);
-            let attn = Tensor::scaled_dot_product_attention(&q.transpose(1, 2), &keys, &values, Some(&mask), 0.0, false, None, true);
+            let (keys, values) = cache.append(
+                index,
+                &positions,
+                &k.squeeze_dim(1),
+                &v.squeeze_dim(1),
+                span,
+            );
+            let attn = Tensor::scaled_dot_product_attention(
+                &q.transpose(1, 2),
+                &keys,
+                &values,
+                Some(&mask),
+                0.0,
+                false,
+                None,
+                true,
+            );
             let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
             x = x + layer.o.forward(&attn);
             let normed = self.rms_norm(&x, &layer.mlp_norm);
@@ -125,7 +160,14 @@ impl Decoder {
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| bytes(&l.attn_norm) + bytes(&l.mlp_norm) + l.qkv.weight_bytes() + l.o.weight_bytes() + l.gate_up.weight_bytes() + l.down.weight_bytes())
+            .map(|l| {
+                bytes(&l.attn_norm)
+                    + bytes(&l.mlp_norm)
+                    + l.qkv.weight_bytes()
+                    + l.o.weight_bytes()
+                    + l.gate_up.weight_bytes()
+                    + l.down.weight_bytes()
+            })
             .sum();
         layers + self.embed.weight_bytes() + bytes(&self.norm) + self.lm_head.weight_bytes()
     }

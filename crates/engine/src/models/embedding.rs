@@ -24,13 +24,28 @@ impl Embedding {
             (QuantMode::None, raw) | (QuantMode::Auto, raw @ RawWeight::Float(_)) => {
                 Embedding::Dense(on(raw.dequantize()).to_kind(kind))
             }
-            (_, RawWeight::Affine4 { codes, scales, mins, group }) => Embedding::Grouped {
+            (
+                _,
+                RawWeight::Affine4 {
+                    codes,
+                    scales,
+                    mins,
+                    group,
+                },
+            ) => Embedding::Grouped {
                 codes: on(codes),
                 scales: on(scales).to_kind(kind),
                 mins: Some(on(mins).to_kind(kind)),
                 group: group as i64,
             },
-            (_, RawWeight::Sym8 { codes, scales, group }) => Embedding::Grouped {
+            (
+                _,
+                RawWeight::Sym8 {
+                    codes,
+                    scales,
+                    group,
+                },
+            ) => Embedding::Grouped {
                 codes: on(codes),
                 scales: on(scales).to_kind(kind),
                 mins: None,
@@ -55,14 +70,20 @@ impl Embedding {
     pub fn forward(&self, ids: &Tensor, kind: Kind) -> Tensor {
         match self {
             Embedding::Dense(table) => Tensor::embedding(table, ids, -1, false, false),
-            Embedding::Grouped { codes, scales, mins, group } => {
+            Embedding::Grouped {
+                codes,
+                scales,
+                mins,
+                group,
+            } => {
                 let flat = ids.reshape([-1]);
                 let n = flat.size()[0];
                 let hidden = codes.size()[1];
-                let rows = codes
-                    .index_select(0, &flat)
-                    .to_kind(kind)
-                    .view([n, hidden / group, *group]);
+                let rows =
+                    codes
+                        .index_select(0, &flat)
+                        .to_kind(kind)
+                        .view([n, hidden / group, *group]);
                 let mut out = rows * scales.index_select(0, &flat).unsqueeze(-1);
                 if let Some(m) = mins {
                     out += m.index_select(0, &flat).unsqueeze(-1);
@@ -78,9 +99,12 @@ impl Embedding {
         let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         match self {
             Embedding::Dense(t) => bytes(t),
-            Embedding::Grouped { codes, scales, mins, .. } => {
-                bytes(codes) + bytes(scales) + mins.as_ref().map(bytes).unwrap_or(0)
-            }
+            Embedding::Grouped {
+                codes,
+                scales,
+                mins,
+                ..
+            } => bytes(codes) + bytes(scales) + mins.as_ref().map(bytes).unwrap_or(0),
         }
     }
 }

@@ -16,13 +16,31 @@ use decoder::{Decoder, Layer};
 use embedding::Embedding;
 
 /// Builds the decoder from a weight source, quantizing per `mode`.
-pub fn load(source: &dyn WeightSource, config: ModelConfig, mode: QuantMode, device: Device) -> Result<Decoder> {
+pub fn load(
+    source: &dyn WeightSource,
+    config: ModelConfig,
+    mode: QuantMode,
+    device: Device,
+) -> Result<Decoder> {
     let kind = crate::device::compute_kind(device);
-    let vector = |name: &str| -> Result<Tensor> { Ok(source.vector(name)?.to_device(device).to_kind(kind)) };
+    let vector =
+        |name: &str| -> Result<Tensor> { Ok(source.vector(name)?.to_device(device).to_kind(kind)) };
     let (h, kvh, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
     let interleaved = source.rope_interleaved();
-    let unpermute = |raw: RawWeight, heads: usize| if interleaved { raw.permute_rows(&unpermute_rope_rows(heads, d)) } else { raw };
-    let unpermute_bias = |b: Tensor, heads: usize| if interleaved { b.index_select(0, &unpermute_rope_rows(heads, d)) } else { b };
+    let unpermute = |raw: RawWeight, heads: usize| {
+        if interleaved {
+            raw.permute_rows(&unpermute_rope_rows(heads, d))
+        } else {
+            raw
+        }
+    };
+    let unpermute_bias = |b: Tensor, heads: usize| {
+        if interleaved {
+            b.index_select(0, &unpermute_rope_rows(heads, d))
+        } else {
+            b
+        }
+    };
 
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
@@ -42,11 +60,35 @@ pub fn load(source: &dyn WeightSource, config: ModelConfig, mode: QuantMode, dev
         let up = source.matrix(&format!("{p}.mlp.up_proj.weight"))?;
         layers.push(Layer {
             attn_norm: vector(&format!("{p}.input_layernorm.weight"))?,
-            qkv: Linear::build(RawWeight::cat_rows(vec![q, k, v]), qkv_bias, mode, device, kind),
-            o: Linear::build(source.matrix(&format!("{p}.self_attn.o_proj.weight"))?, None, mode, device, kind),
+            qkv: Linear::build(
+                RawWeight::cat_rows(vec![q, k, v]),
+                qkv_bias,
+                mode,
+                device,
+                kind,
+            ),
+            o: Linear::build(
+                source.matrix(&format!("{p}.self_attn.o_proj.weight"))?,
+                None,
+                mode,
+                device,
+                kind,
+            ),
             mlp_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
-            gate_up: Linear::build(RawWeight::cat_rows(vec![gate, up]), None, mode, device, kind),
-            down: Linear::build(source.matrix(&format!("{p}.mlp.down_proj.weight"))?, None, mode, device, kind),
+            gate_up: Linear::build(
+                RawWeight::cat_rows(vec![gate, up]),
+                None,
+                mode,
+                device,
+                kind,
+            ),
+            down: Linear::build(
+                source.matrix(&format!("{p}.mlp.down_proj.weight"))?,
+                None,
+                mode,
+                device,
+                kind,
+            ),
         });
     }
     let embed_raw = source.matrix("model.embed_tokens.weight")?;
@@ -69,7 +111,13 @@ pub fn load(source: &dyn WeightSource, config: ModelConfig, mode: QuantMode, dev
 
 /// A tensor's storage form summary, e.g. for `bench` settings.
 pub fn storage_summary(decoder: &Decoder) -> String {
-    let first = decoder.layers.first().map(|l| l.qkv.storage_name()).unwrap_or("none");
-    format!("layers: {first}, lm_head: {}", decoder.lm_head.storage_name())
+    let first = decoder
+        .layers
+        .first()
+        .map(|l| l.qkv.storage_name())
+        .unwrap_or("none");
+    format!(
+        "layers: {first}, lm_head: {}",
+        decoder.lm_head.storage_name()
+    )
 }
-

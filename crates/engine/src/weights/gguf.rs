@@ -94,12 +94,16 @@ impl WeightSource for GgufWeights<'_> {
                 let groups = (q.cols / q.group_size) as i64;
                 let codes: Vec<u8> = q.codes.iter().map(|&c| c as u8).collect();
                 RawWeight::Sym8 {
-                    codes: Tensor::from_slice(&codes).view([rows, cols]).to_kind(Kind::Int8),
+                    codes: Tensor::from_slice(&codes)
+                        .view([rows, cols])
+                        .to_kind(Kind::Int8),
                     scales: Tensor::from_slice(&q.scales).view([rows, groups]),
                     group: q.group_size,
                 }
             }
-            _ => RawWeight::Float(Tensor::from_slice(&self.file.dequantize(&g)?).view([rows, cols])),
+            _ => {
+                RawWeight::Float(Tensor::from_slice(&self.file.dequantize(&g)?).view([rows, cols]))
+            }
         })
     }
 
@@ -115,7 +119,9 @@ impl WeightSource for GgufWeights<'_> {
 
     fn rope_freq_factors(&self) -> Result<Option<Tensor>> {
         match self.file.tensor("rope_freqs.weight") {
-            Ok(_) => Ok(Some(Tensor::from_slice(&self.file.dequantize("rope_freqs.weight")?))),
+            Ok(_) => Ok(Some(Tensor::from_slice(
+                &self.file.dequantize("rope_freqs.weight")?,
+            ))),
             Err(_) => Ok(None),
         }
     }
@@ -127,9 +133,18 @@ mod tests {
 
     #[test]
     fn maps_hf_names_to_llama_cpp() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.bias"), "blk.12.attn_q.bias");
-        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
-        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight"), "blk.3.ffn_norm.weight");
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.q_proj.bias"),
+            "blk.12.attn_q.bias"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.mlp.down_proj.weight"),
+            "blk.0.ffn_down.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.post_attention_layernorm.weight"),
+            "blk.3.ffn_norm.weight"
+        );
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
     }

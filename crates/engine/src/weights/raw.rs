@@ -38,13 +38,22 @@ impl RawWeight {
     pub fn shallow_clone(&self) -> RawWeight {
         match self {
             RawWeight::Float(t) => RawWeight::Float(t.shallow_clone()),
-            RawWeight::Affine4 { codes, scales, mins, group } => RawWeight::Affine4 {
+            RawWeight::Affine4 {
+                codes,
+                scales,
+                mins,
+                group,
+            } => RawWeight::Affine4 {
                 codes: codes.shallow_clone(),
                 scales: scales.shallow_clone(),
                 mins: mins.shallow_clone(),
                 group: *group,
             },
-            RawWeight::Sym8 { codes, scales, group } => RawWeight::Sym8 {
+            RawWeight::Sym8 {
+                codes,
+                scales,
+                group,
+            } => RawWeight::Sym8 {
                 codes: codes.shallow_clone(),
                 scales: scales.shallow_clone(),
                 group: *group,
@@ -84,7 +93,9 @@ impl RawWeight {
     /// the same form stay in it; mixed parts fall back to floats.
     pub fn cat_rows(parts: Vec<RawWeight>) -> RawWeight {
         let same_affine = parts.iter().all(|p| matches!(p, RawWeight::Affine4 { group, .. } if Some(*group) == first_group(&parts)));
-        let same_sym = parts.iter().all(|p| matches!(p, RawWeight::Sym8 { group, .. } if Some(*group) == first_group(&parts)));
+        let same_sym = parts.iter().all(
+            |p| matches!(p, RawWeight::Sym8 { group, .. } if Some(*group) == first_group(&parts)),
+        );
         if same_affine {
             let group = first_group(&parts).unwrap_or(32);
             let (mut c, mut s, mut m) = (vec![], vec![], vec![]);
@@ -214,7 +225,10 @@ mod tests {
         };
         let got = Vec::<f32>::try_from(&w.dequantize().view([-1])).unwrap();
         assert_eq!(got, vec![-1.0, 6.5, 7.0, 9.0]);
-        let both = RawWeight::cat_rows(vec![w, RawWeight::Float(Tensor::ones([1, 4], (Kind::Float, tch::Device::Cpu)))]);
+        let both = RawWeight::cat_rows(vec![
+            w,
+            RawWeight::Float(Tensor::ones([1, 4], (Kind::Float, tch::Device::Cpu))),
+        ]);
         assert!(matches!(both, RawWeight::Float(_)));
         assert_eq!(both.shape(), (2, 4));
     }

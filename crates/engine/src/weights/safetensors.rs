@@ -56,9 +56,9 @@ impl SafetensorsWeights {
     }
 
     fn get(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| {
-            EngineError::load(&self.folder, format!("missing tensor '{name}'"))
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| EngineError::load(&self.folder, format!("missing tensor '{name}'")))
     }
 }
 
@@ -76,7 +76,10 @@ impl WeightSource for SafetensorsWeights {
         if t.dim() != 2 {
             return Err(EngineError::load(
                 &self.folder,
-                format!("tensor '{name}' has shape {:?}, expected a matrix", t.size()),
+                format!(
+                    "tensor '{name}' has shape {:?}, expected a matrix",
+                    t.size()
+                ),
             ));
         }
         Ok(RawWeight::Float(t.to_kind(Kind::Float)))

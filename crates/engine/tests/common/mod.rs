@@ -10,16 +10,30 @@ use beamline_engine::{DeviceChoice, Engine, EngineOptions, QuantMode};
 use serde_json::Value;
 
 pub fn model_path() -> PathBuf {
-    let path = std::env::var("BEAMLINE_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
+    let path = std::env::var("BEAMLINE_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
 fn load(quant: QuantMode) -> Mutex<Engine> {
-    let engine = Engine::load(&model_path(), EngineOptions { quant, device: DeviceChoice::Cpu, max_batch: 16 })
-        .expect("load the test model");
+    let engine = Engine::load(
+        &model_path(),
+        EngineOptions {
+            quant,
+            device: DeviceChoice::Cpu,
+            max_batch: 16,
+        },
+    )
+    .expect("load the test model");
     Mutex::new(engine)
 }
 
@@ -38,13 +52,19 @@ pub fn engine_q4() -> &'static Mutex<Engine> {
 pub fn reference() -> &'static Value {
     static R: OnceLock<Value> = OnceLock::new();
     R.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_reference.json");
-        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_reference.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture"))
+            .expect("fixture JSON")
     })
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 pub fn lock(m: &'static Mutex<Engine>) -> std::sync::MutexGuard<'static, Engine> {

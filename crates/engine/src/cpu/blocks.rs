@@ -1,0 +1,163 @@
+//! Block formats. A block covers 32 consecutive inputs of one output row.
+
+/// 4-bit affine block: `w[i] = scale * q[i] + min`. Byte `j` holds `q[j]` in its low nibble and
+/// `q[j + 16]` in its high nibble (GGUF's Q4_0/Q4_1 order).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Q4Block {
+    pub scale: f32,
+    pub min: f32,
+    pub qs: [u8; 16],
+}
+
+/// 8-bit symmetric block: `w[i] = scale * q[i]` (GGUF's Q8_0).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Q8Block {
+    pub scale: f32,
+    pub qs: [i8; 32],
+}
+
+/// An activation block: `x[i] ≈ d * q[i]`, with `sum = d * Σ q[i]` for the affine term.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ActBlock {
+    pub d: f32,
+    pub sum: f32,
+    pub qs: [i8; 32],
+}
+
+pub const BLOCK: usize = 32;
+
+/// A weight matrix `[rows, cols]` stored as blocks, row after row.
+pub enum BlockMatrix {
+    Q4 {
+        rows: usize,
+        cols: usize,
+        blocks: Vec<Q4Block>,
+    },
+    Q8 {
+        rows: usize,
+        cols: usize,
+        blocks: Vec<Q8Block>,
+    },
+}
+
+impl BlockMatrix {
+    /// From 4-bit codes (`rows * cols`, one per byte, values 0..=15) with one scale and min per
+    /// 32 columns.
+    pub fn from_q4_codes(
+        rows: usize,
+        cols: usize,
+        codes: &[u8],
+        scales: &[f32],
+        mins: &[f32],
+    ) -> Self {
+        let per_row = cols / BLOCK;
+        let mut blocks = Vec::with_capacity(rows * per_row);
+        for b in 0..rows * per_row {
+            let c = &codes[b * BLOCK..(b + 1) * BLOCK];
+            let mut qs = [0u8; 16];
+            for j in 0..16 {
+                qs[j] = (c[j] & 0x0F) | ((c[j + 16] & 0x0F) << 4);
+            }
+            blocks.push(Q4Block {
+                scale: scales[b],
+                min: mins[b],
+                qs,
+            });
+        }
+        BlockMatrix::Q4 { rows, cols, blocks }
+    }
+
+    /// From 8-bit codes with one scale per 32 columns.
+    pub fn from_q8_codes(rows: usize, cols: usize, codes: &[i8], scales: &[f32]) -> Self {
+        let per_row = cols / BLOCK;
+        let mut blocks = Vec::with_capacity(rows * per_row);
+        for b in 0..rows * per_row {
+            let mut qs = [0i8; 32];
+            qs.copy_from_slice(&codes[b * BLOCK..(b + 1) * BLOCK]);
+            blocks.push(Q8Block {
+                scale: scales[b],
+                qs,
+            });
+        }
+        BlockMatrix::Q8 { rows, cols, blocks }
+    }
+
+    /// Quantizes floats to 8-bit symmetric blocks (`scale = max|w| / 127`).
+    pub fn q8_from_floats(rows: usize, cols: usize, w: &[f32]) -> Self {
+        let blocks = w
+            .chunks(BLOCK)
+            .map(|chunk| {
+                let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / 127.0;
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                let mut qs = [0i8; 32];
+                for (q, &v) in qs.iter_mut().zip(chunk) {
+                    *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+                Q8Block { scale, qs }
+            })
+            .collect();
+        BlockMatrix::Q8 { rows, cols, blocks }
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            BlockMatrix::Q4 { rows, .. } | BlockMatrix::Q8 { rows, .. } => *rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            BlockMatrix::Q4 { cols, .. } | BlockMatrix::Q8 { cols, .. } => *cols,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            BlockMatrix::Q4 { blocks, .. } => blocks.len() * std::mem::size_of::<Q4Block>(),
+            BlockMatrix::Q8 { blocks, .. } => blocks.len() * std::mem::size_of::<Q8Block>(),
+        }
+    }
+
+    /// The weights as floats, row-major (tests, and re-quantization).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            BlockMatrix::Q4 { blocks, .. } => blocks
+                .iter()
+                .flat_map(|b| {
+                    let lo = b.qs.map(|q| (q & 0x0F) as f32 * b.scale + b.min);
+                    let hi = b.qs.map(|q| (q >> 4) as f32 * b.scale + b.min);
+                    lo.into_iter().chain(hi)
+                })
+                .collect(),
+            BlockMatrix::Q8 { blocks, .. } => blocks
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.scale))
+                .collect(),
+        }
+    }
+}
+
+/// Quantizes activation rows (`x.len() = rows * cols`) to 8-bit blocks.
+pub fn quantize_activations(x: &[f32], out: &mut Vec<ActBlock>) {
+    out.clear();
+    out.extend(x.chunks(BLOCK).map(|chunk| {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        let mut total = 0i32;
+        for (q, &v) in qs.iter_mut().zip(chunk) {
+            *q = (v * inv).round() as i8;
+            total += *q as i32;
+        }
+        ActBlock {
+            d,
+            sum: d * total as f32,
+            qs,
+        }
+    }));
+}

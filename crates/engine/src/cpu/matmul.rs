@@ -1,0 +1,134 @@
+//! `y = x W^T` for a batch of activation rows. Output rows of `W` are split into chunks across
+//! rayon's threads; within a chunk each weight row is reused for every activation row while it
+//! sits in L1.
+
+use rayon::prelude::*;
+
+use super::blocks::{quantize_activations, ActBlock, BlockMatrix, BLOCK};
+use super::dot;
+
+/// Rows of `W` per parallel task: enough work to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 64;
+
+/// `x` is `[m, cols]` row-major; writes `out` as `[m, rows]` row-major.
+pub fn matmul(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    debug_assert_eq!(x.len(), m * cols);
+    debug_assert_eq!(out.len(), m * rows);
+    let per_row = cols / BLOCK;
+    let mut acts: Vec<ActBlock> = Vec::with_capacity(m * per_row);
+    quantize_activations(x, &mut acts);
+    let acts = &acts;
+    // Each task produces a [m, chunk] tile; tiles are scattered into `out` afterwards.
+    let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let start = task * ROWS_PER_TASK;
+            let end = (start + ROWS_PER_TASK).min(rows);
+            let mut tile = vec![0f32; m * (end - start)];
+            let width = end - start;
+            for r in start..end {
+                for i in 0..m {
+                    let x_row = &acts[i * per_row..(i + 1) * per_row];
+                    tile[i * width + (r - start)] = match w {
+                        BlockMatrix::Q4 { blocks, .. } => {
+                            dot::q4(&blocks[r * per_row..(r + 1) * per_row], x_row)
+                        }
+                        BlockMatrix::Q8 { blocks, .. } => {
+                            dot::q8(&blocks[r * per_row..(r + 1) * per_row], x_row)
+                        }
+                    };
+                }
+            }
+            (start, tile)
+        })
+        .collect();
+    for (start, tile) in tiles {
+        let width = tile.len() / m.max(1);
+        for i in 0..m {
+            out[i * rows + start..i * rows + start + width]
+                .copy_from_slice(&tile[i * width..(i + 1) * width]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::blocks::{BlockMatrix, Q4Block};
+    use super::super::dot::portable;
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, m: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * rows];
+        for i in 0..m {
+            for r in 0..rows {
+                out[i * rows + r] = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
+            }
+        }
+        out
+    }
+
+    fn check(w: &BlockMatrix, m: usize, seed: &mut u64) {
+        let (rows, cols) = (w.rows(), w.cols());
+        let x: Vec<f32> = (0..m * cols).map(|_| lcg(seed)).collect();
+        let want = reference(&w.to_f32(), &x, rows, cols, m);
+        let mut got = vec![0f32; m * rows];
+        matmul(w, &x, m, &mut got);
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        // 8-bit activations: ~1% of the largest output.
+        assert!(err < 0.02 * scale, "max error {err} vs scale {scale}");
+    }
+
+    #[test]
+    fn q4_and_q8_match_float_reference() {
+        let mut seed = 42;
+        let (rows, cols) = (130, 96);
+        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+        let scales: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed).abs() * 0.1 + 0.01)
+            .collect();
+        let mins: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed) * 0.2)
+            .collect();
+        let q4 = BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins);
+        let floats: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        let q8 = BlockMatrix::q8_from_floats(rows, cols, &floats);
+        for m in [1, 3, 17] {
+            check(&q4, m, &mut seed);
+            check(&q8, m, &mut seed);
+        }
+    }
+
+    #[test]
+    fn simd_equals_portable() {
+        let mut seed = 7;
+        let blocks: Vec<Q4Block> = (0..8)
+            .map(|_| Q4Block {
+                scale: lcg(&mut seed),
+                min: lcg(&mut seed),
+                qs: std::array::from_fn(|_| (lcg(&mut seed) * 500.0) as i32 as u8),
+            })
+            .collect();
+        let x: Vec<f32> = (0..256).map(|_| lcg(&mut seed)).collect();
+        let mut acts = Vec::new();
+        quantize_activations(&x, &mut acts);
+        let fast = dot::q4(&blocks, &acts);
+        let slow = portable::q4(&blocks, &acts);
+        assert!(
+            (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
+            "{fast} vs {slow}"
+        );
+    }
+}

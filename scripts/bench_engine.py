@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Engine benchmark: beamline's `worker bench` beside HuggingFace transformers, on the same
+machine, model, prompts and settings, in one run; prints each side's throughput and the ratios.
+
+transformers runs the GGUF dequantized to float32 (its only way to run a GGUF) with
+`generate(min_new_tokens = max_new_tokens)`, so both sides generate exactly the same number of
+tokens. beamline runs its default (`--quant auto`: the file's Q4_1 blocks) unless --quant says
+otherwise. Prompts are cut from worker/src/commands/bench_text.txt exactly as `worker bench`
+cuts them.
+
+    .venv/bin/python scripts/bench_engine.py [--threads 2] [--prompt-tokens 64] [--max-new-tokens 64]
+"""
+import argparse, json, os, resource, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = [  # name, batch, decoding, beams
+    ("greedy b1", 1, "greedy", 1),
+    ("greedy b16", 16, "greedy", 1),
+    ("greedy b64", 64, "greedy", 1),
+    ("beam 8x4", 8, "beam", 4),
+    ("sample b16", 16, "sample", 1),
+]
+
+
+def synthetic_prompts(source, count, length):
+    return [[source[(i * 97 + j) % len(source)] for j in range(length)] for i in range(count)]
+
+
+def run_beamline(args, batch, decoding, beams):
+    cmd = [args.worker, "bench", "--model", args.model, "--batch-size", str(batch), "--decoding", decoding,
+           "--num-beams", str(beams), "--prompt-tokens", str(args.prompt_tokens),
+           "--max-new-tokens", str(args.max_new_tokens), "--quant", args.quant, "--device", "cpu", "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_transformers(model, prompts, decoding, beams, new_tokens):
+    import torch
+    ids = torch.tensor(prompts)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=2)
+    if decoding == "beam":
+        kwargs.update(num_beams=beams, num_return_sequences=1, do_sample=False)
+    elif decoding == "sample":
+        kwargs.update(do_sample=True, top_k=50, temperature=1.0)
+    else:
+        kwargs.update(do_sample=False)
+    with torch.no_grad():
+        start = time.perf_counter()
+        model(ids)
+        prefill = time.perf_counter() - start
+        torch.manual_seed(1)
+        start = time.perf_counter()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        wall = time.perf_counter() - start
+    generated = (out.shape[1] - ids.shape[1]) * out.shape[0]
+    return {"prompt_tokens_per_s": ids.numel() / prefill, "generated_tokens_per_s": generated / wall,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--worker", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "worker"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--quant", default="auto")
+    ap.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated case names")
+    ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench-out", "engine.json"))
+    args = ap.parse_args()
+    wanted = set(args.cases.split(","))
+    cases = [c for c in CASES if c[0] in wanted]
+
+    results = []
+    for name, batch, decoding, beams in cases:
+        print(f"beamline     {name:<11} ...", file=sys.stderr, flush=True)
+        results.append({"case": name, "beamline": run_beamline(args, batch, decoding, beams)})
+
+    if not args.skip_transformers:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        torch.set_num_threads(args.threads)
+        folder, name = os.path.split(os.path.abspath(args.model))
+        print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+        with open(os.path.join(ROOT, "worker", "src", "commands", "bench_text.txt"), encoding="utf-8") as f:
+            source = tok(f.read(), add_special_tokens=False)["input_ids"]
+        for (name, batch, decoding, beams), row in zip(cases, results):
+            print(f"transformers {name:<11} ...", file=sys.stderr, flush=True)
+            prompts = synthetic_prompts(source, batch, args.prompt_tokens)
+            row["transformers"] = run_transformers(model, prompts, decoding, beams, args.max_new_tokens)
+
+    print(f"\n{'case':<12}{'beamline tok/s':>16}{'transformers':>14}{'ratio':>8}{'prompt tok/s ratio':>20}{'beamline peak RSS':>19}")
+    for row in results:
+        b, t = row["beamline"], row.get("transformers")
+        ratio = b["generated_tokens_per_s"] / t["generated_tokens_per_s"] if t else float("nan")
+        pratio = b["prompt_tokens_per_s"] / t["prompt_tokens_per_s"] if t else float("nan")
+        row["ratio_generated"], row["ratio_prompt"] = ratio, pratio
+        print(f"{row['case']:<12}{b['generated_tokens_per_s']:>16.1f}{(t or {}).get('generated_tokens_per_s', float('nan')):>14.1f}"
+              f"{ratio:>8.2f}{pratio:>20.2f}{b['peak_rss_bytes'] / 2**20:>15.0f} MiB")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"settings": vars(args), "results": results}, f, indent=1)
+    print(f"\nwritten {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
