@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "producer", version, about = "beamline producer: reads job files and submits them")]
+#[command(
+    name = "producer",
+    version,
+    about = "beamline producer: reads job files and submits them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,8 @@ fn run(cli: Cli) -> Result<bool> {
     let Command::Check { files, json } = cli.command;
     let (mut accepted, mut errors) = (0usize, Vec::new());
     for path in &files {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
             let line_no = index + 1;
@@ -67,10 +72,19 @@ fn run(cli: Cli) -> Result<bool> {
         }
     }
     if json {
-        println!("{}", json!({"accepted": accepted, "rejected": errors.len(), "errors": errors}));
+        println!(
+            "{}",
+            json!({"accepted": accepted, "rejected": errors.len(), "errors": errors})
+        );
     } else {
         for e in &errors {
-            eprintln!("{}:{}: {}: {}", e["file"].as_str().unwrap_or(""), e["line"], e["field"].as_str().unwrap_or(""), e["error"].as_str().unwrap_or(""));
+            eprintln!(
+                "{}:{}: {}: {}",
+                e["file"].as_str().unwrap_or(""),
+                e["line"],
+                e["field"].as_str().unwrap_or(""),
+                e["error"].as_str().unwrap_or("")
+            );
         }
         println!("{accepted} accepted, {} rejected", errors.len());
     }

@@ -6,7 +6,11 @@ mod plan;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "scheduler", version, about = "beamline scheduler: batch sizing, autoscaling and spot capacity")]
+#[command(
+    name = "scheduler",
+    version,
+    about = "beamline scheduler: batch sizing, autoscaling and spot capacity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -68,17 +68,27 @@ fn plan(file: &GgufFile, memory: u64, args: &PlanArgs) -> Result<Plan> {
     let key = |k: &str| format!("{arch}.{k}");
     let layers = file.get_u64(&key("block_count"))?;
     let heads = file.get_u64(&key("attention.head_count"))?;
-    let kv_heads = file.get_u64(&key("attention.head_count_kv")).unwrap_or(heads);
+    let kv_heads = file
+        .get_u64(&key("attention.head_count_kv"))
+        .unwrap_or(heads);
     let hidden = file.get_u64(&key("embedding_length"))?;
-    let head_dim = file.get_u64(&key("attention.key_length")).unwrap_or(hidden / heads.max(1));
+    let head_dim = file
+        .get_u64(&key("attention.key_length"))
+        .unwrap_or(hidden / heads.max(1));
     let tied = file.tensor("output.weight").is_err();
 
     let mut weights = 0u64;
     for t in file.tensors() {
-        let bytes = stored_bytes(t.ggml_type, t.n_elements() as u64, t.shape().len(), &args.quant)?;
+        let bytes = stored_bytes(
+            t.ggml_type,
+            t.n_elements() as u64,
+            t.shape().len(),
+            &args.quant,
+        )?;
         weights += bytes;
         if tied && t.name == "token_embd.weight" {
-            weights += stored_bytes(t.ggml_type, t.n_elements() as u64, 2, &args.quant)?; // the lm_head copy
+            weights += stored_bytes(t.ggml_type, t.n_elements() as u64, 2, &args.quant)?;
+            // the lm_head copy
         }
     }
     // bfloat16 keys and values for every position of every beam.
@@ -121,7 +131,10 @@ pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.trim().parse().with_context(|| format!("'{text}' is not a size"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .with_context(|| format!("'{text}' is not a size"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kb" => 1e3,
@@ -157,9 +170,14 @@ mod tests {
     #[test]
     fn smollm2_plan_is_consistent() {
         let model = std::env::var("BEAMLINE_TEST_MODEL").unwrap_or_else(|_| {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../models/SmolLM2-135M-Instruct.Q4_1.gguf").to_string()
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+            )
+            .to_string()
         });
-        let file = GgufFile::open(std::path::Path::new(&model)).expect("run scripts/setup.sh to fetch the test model");
+        let file = GgufFile::open(std::path::Path::new(&model))
+            .expect("run scripts/setup.sh to fetch the test model");
         let args = PlanArgs {
             model: model.into(),
             device_memory: "80GiB".into(),
@@ -173,9 +191,24 @@ mod tests {
         // 30 layers x 3 kv heads x 64 dims x 2 (k, v) x 2 bytes x 768 tokens
         assert_eq!(p.kv_bytes_per_sequence, 30 * 3 * 64 * 2 * 2 * 768);
         // ~105M Q4_1 weights as int4 plus the 28M-entry Q8_0 embedding twice (tied lm_head)
-        assert!(p.weights_bytes > 100 << 20 && p.weights_bytes < 140 << 20, "{}", p.weights_bytes);
-        assert_eq!(p.max_batch_size, (p.device_memory_bytes - p.weights_bytes - p.reserved_bytes) / p.kv_bytes_per_sequence);
-        let beams = plan(&file, 80 << 30, &PlanArgs { num_beams: 4, ..args }).unwrap();
+        assert!(
+            p.weights_bytes > 100 << 20 && p.weights_bytes < 140 << 20,
+            "{}",
+            p.weights_bytes
+        );
+        assert_eq!(
+            p.max_batch_size,
+            (p.device_memory_bytes - p.weights_bytes - p.reserved_bytes) / p.kv_bytes_per_sequence
+        );
+        let beams = plan(
+            &file,
+            80 << 30,
+            &PlanArgs {
+                num_beams: 4,
+                ..args
+            },
+        )
+        .unwrap();
         assert_eq!(beams.kv_bytes_per_sequence, 4 * p.kv_bytes_per_sequence);
     }
 }

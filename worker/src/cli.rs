@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::model_args::ModelArgs;
 
 #[derive(Parser)]
-#[command(name = "worker", version, about = "beamline worker: runs generation jobs on a quantized model")]
+#[command(
+    name = "worker",
+    version,
+    about = "beamline worker: runs generation jobs on a quantized model"
+)]
 pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "BEAMLINE_LOG_JSON")]
@@ -27,6 +31,30 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Throughput and memory of the engine on synthetic prompts.
     Bench(BenchArgs),
+    /// Rule sets: try one on stored texts.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// Apply a rule set to `{"custom_id", "text"}` lines; one verdict line each.
+    Check(RulesCheckArgs),
+}
+
+#[derive(Args)]
+pub struct RulesCheckArgs {
+    /// A rule-set name in the rules folder, or a path to a .toml file.
+    #[arg(long, env = "BEAMLINE_RULES", default_value = "default")]
+    pub rules: String,
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Folder of rule sets.
+    #[arg(long, env = "BEAMLINE_RULES_DIR", default_value = "configs/rules")]
+    pub rules_dir: PathBuf,
+    /// JSON lines (the only output form; accepted for symmetry with the other commands).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -79,6 +107,13 @@ pub struct GenerateArgs {
     /// Print JSON (one object per prompt). Without it, `--prompt` prints the text only.
     #[arg(long)]
     pub json: bool,
+    /// Rule set every candidate must pass (a job's `params.rules` overrides it); its banned
+    /// phrases are steered around during decoding.
+    #[arg(long, env = "BEAMLINE_RULES")]
+    pub rules: Option<String>,
+    /// Folder of rule sets.
+    #[arg(long, env = "BEAMLINE_RULES_DIR", default_value = "configs/rules")]
+    pub rules_dir: PathBuf,
 }
 
 #[derive(Args)]

@@ -23,7 +23,11 @@ pub struct ModelArgs {
     #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
     /// The model catalog.
-    #[arg(long, env = "BEAMLINE_MODELS_CONFIG", default_value = "configs/models.toml")]
+    #[arg(
+        long,
+        env = "BEAMLINE_MODELS_CONFIG",
+        default_value = "configs/models.toml"
+    )]
     pub models_config: PathBuf,
 }
 
@@ -53,17 +57,38 @@ impl ModelArgs {
             return Ok(direct.to_path_buf());
         }
         let text = std::fs::read_to_string(&self.models_config).with_context(|| {
-            format!("'{}' is no file or folder, and the model catalog {} cannot be read", self.model, self.models_config.display())
+            format!(
+                "'{}' is no file or folder, and the model catalog {} cannot be read",
+                self.model,
+                self.models_config.display()
+            )
         })?;
-        let catalog: Catalog = toml::from_str(&text).with_context(|| format!("{}: invalid catalog", self.models_config.display()))?;
+        let catalog: Catalog = toml::from_str(&text)
+            .with_context(|| format!("{}: invalid catalog", self.models_config.display()))?;
         let Some(entry) = catalog.models.get(&self.model) else {
             let known: Vec<&String> = catalog.models.keys().collect();
-            bail!("model '{}' is no file or folder and not in {} (known: {known:?})", self.model, self.models_config.display());
+            bail!(
+                "model '{}' is no file or folder and not in {} (known: {known:?})",
+                self.model,
+                self.models_config.display()
+            );
         };
-        let base = self.models_config.parent().and_then(Path::parent).unwrap_or(Path::new("."));
-        let path = if entry.path.is_absolute() { entry.path.clone() } else { base.join(&entry.path) };
+        let base = self
+            .models_config
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        let path = if entry.path.is_absolute() {
+            entry.path.clone()
+        } else {
+            base.join(&entry.path)
+        };
         if !path.exists() {
-            bail!("model '{}' points at {}, which does not exist (run scripts/setup.sh)", self.model, path.display());
+            bail!(
+                "model '{}' points at {}, which does not exist (run scripts/setup.sh)",
+                self.model,
+                path.display()
+            );
         }
         Ok(path)
     }
@@ -71,8 +96,15 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
         let path = self.resolve_path()?;
         let started = std::time::Instant::now();
-        let engine = Engine::load(&path, EngineOptions { quant: self.quant, device: self.device, max_batch: self.max_batch })
-            .with_context(|| format!("loading {}", path.display()))?;
+        let engine = Engine::load(
+            &path,
+            EngineOptions {
+                quant: self.quant,
+                device: self.device,
+                max_batch: self.max_batch,
+            },
+        )
+        .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(
             model = %path.display(),
             device = beamline_engine::device::name(engine.device()),

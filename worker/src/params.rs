@@ -26,8 +26,18 @@ pub fn from_job(p: &JobParams, defaults: &GenerationParams) -> GenerationParams 
     GenerationParams {
         max_new_tokens: p.max_new_tokens.unwrap_or(defaults.max_new_tokens),
         decoding,
-        num_beams: p.num_beams.unwrap_or(if decoding == Decoding::Beam { DEFAULT_BEAMS.max(defaults.num_beams) } else { 1 }),
-        num_return_sequences: p.num_return_sequences.unwrap_or(if decoding == Decoding::Greedy { 1 } else { defaults.num_return_sequences }),
+        num_beams: p.num_beams.unwrap_or(if decoding == Decoding::Beam {
+            DEFAULT_BEAMS.max(defaults.num_beams)
+        } else {
+            1
+        }),
+        num_return_sequences: p
+            .num_return_sequences
+            .unwrap_or(if decoding == Decoding::Greedy {
+                1
+            } else {
+                defaults.num_return_sequences
+            }),
         length_penalty: p.length_penalty.unwrap_or(defaults.length_penalty),
         early_stopping,
         temperature: p.temperature.unwrap_or(defaults.temperature),
@@ -35,24 +45,39 @@ pub fn from_job(p: &JobParams, defaults: &GenerationParams) -> GenerationParams 
         top_p: p.top_p.unwrap_or(defaults.top_p),
         repetition_penalty: p.repetition_penalty.unwrap_or(defaults.repetition_penalty),
         seed: p.seed.unwrap_or(defaults.seed),
-        stop: p.stop.clone().map(|s| s.into_vec()).unwrap_or_else(|| defaults.stop.clone()),
+        stop: p
+            .stop
+            .clone()
+            .map(|s| s.into_vec())
+            .unwrap_or_else(|| defaults.stop.clone()),
         banned_sequences: defaults.banned_sequences.clone(),
         ignore_eos: false,
     }
 }
 
 pub fn from_flags(a: &DecodingArgs) -> Result<GenerationParams> {
-    let decoding: Decoding = a.decoding.parse().map_err(|e: String| anyhow!("--decoding: {e}"))?;
+    let decoding: Decoding = a
+        .decoding
+        .parse()
+        .map_err(|e: String| anyhow!("--decoding: {e}"))?;
     let early_stopping = match a.early_stopping.as_str() {
         "true" => EarlyStopping::True,
         "false" => EarlyStopping::False,
         "never" => EarlyStopping::Never,
-        other => return Err(anyhow!("--early-stopping: '{other}' is not true, false or never")),
+        other => {
+            return Err(anyhow!(
+                "--early-stopping: '{other}' is not true, false or never"
+            ))
+        }
     };
     Ok(GenerationParams {
         max_new_tokens: a.max_new_tokens,
         decoding,
-        num_beams: if decoding == Decoding::Beam { a.num_beams } else { 1 },
+        num_beams: if decoding == Decoding::Beam {
+            a.num_beams
+        } else {
+            1
+        },
         num_return_sequences: a.num_return_sequences,
         length_penalty: a.length_penalty,
         early_stopping,

@@ -67,6 +67,12 @@ pub struct ScoreOutput {
 impl Engine {
     pub fn load(path: &Path, options: EngineOptions) -> Result<Engine> {
         let device = device::resolve(options.device)?;
+        if device == Device::Cpu && options.quant != QuantMode::None && crate::cpu::available() {
+            // The block kernels run on rayon's threads. libtorch's OpenMP workers spin-wait
+            // between parallel regions and would take the cores from them (measured: 40% of
+            // the time in libgomp's spin loop); the ops left to libtorch here are small.
+            tch::set_num_threads(1);
+        }
         let _guard = tch::no_grad_guard();
         let (model, tokenizer, template_source) = if path.is_dir() {
             load_hf_folder(path, options.quant, device)?
@@ -189,17 +195,28 @@ impl Engine {
         Ok(out)
     }
 
-    /// Generates for every request, up to `max_batch` sequences at a time.
+    /// Generates for every request, up to `max_batch` sequences at a time. libtorch reports a
+    /// failed operation (a CUDA out-of-memory above all) by unwinding; that becomes an error,
+    /// `OutOfMemory` when it is one, so the caller can split the batch and retry.
     pub fn generate(
         &self,
         requests: Vec<GenerationRequest>,
-    ) -> (Vec<GenerationOutput>, BatchStats) {
-        generation::run_batch(
-            &self.model,
-            &self.tokenizer,
-            requests,
-            self.options.max_batch,
-        )
+    ) -> Result<(Vec<GenerationOutput>, BatchStats)> {
+        let max_batch = self.options.max_batch;
+        let run = || generation::run_batch(&self.model, &self.tokenizer, requests, max_batch);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "generation failed".into());
+            let first = text.lines().next().unwrap_or_default().to_string();
+            if text.contains("out of memory") {
+                EngineError::OutOfMemory(first)
+            } else {
+                EngineError::Torch(first)
+            }
+        })
     }
 
     /// Float32 logits at every position of `ids` (one forward pass, causal), `[len][vocab]`.

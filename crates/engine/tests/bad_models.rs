@@ -165,7 +165,7 @@ fn a_tiny_llama_loads_and_generates_in_every_mode() {
                     },
                 )
                 .unwrap();
-            let (out, _) = engine.generate(vec![req]);
+            let (out, _) = engine.generate(vec![req]).unwrap();
             assert_eq!(out[0].best().token_ids.len(), 5, "{ty:?} {quant:?}");
         }
     }

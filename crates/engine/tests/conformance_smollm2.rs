@@ -87,7 +87,7 @@ fn greedy_float32_is_identical_batched() {
         .iter()
         .map(|p| engine.request(ids(&p["prompt_ids"]), greedy(32)).unwrap())
         .collect();
-    let (outputs, _) = engine.generate(requests);
+    let (outputs, _) = engine.generate(requests).unwrap();
     for (p, out) in prompts.iter().zip(&outputs) {
         assert_eq!(
             out.best().token_ids,
@@ -116,7 +116,7 @@ fn greedy_q4_1_agrees_with_the_float_reference() {
         .iter()
         .map(|p| engine.request(ids(&p["prompt_ids"]), greedy(32)).unwrap())
         .collect();
-    let (outputs, _) = engine.generate(requests);
+    let (outputs, _) = engine.generate(requests).unwrap();
     let (mut same, mut total) = (0usize, 0usize);
     for (p, out) in prompts.iter().zip(&outputs) {
         let want = ids(&p["generated_ids"]);
@@ -162,7 +162,7 @@ fn beam_search_matches_sequences_and_scores() {
                 ..GenerationParams::default()
             };
             let request = engine.request(ids(&prompt["prompt_ids"]), params).unwrap();
-            let (outputs, _) = engine.generate(vec![request]);
+            let (outputs, _) = engine.generate(vec![request]).unwrap();
             let got = &outputs[0].candidates;
             let want = run["sequences"].as_array().unwrap();
             assert_eq!(got.len(), want.len(), "{} {s}", prompt["name"]);

@@ -112,7 +112,7 @@ fn tiny_qwen2_logits_and_greedy_match_transformers() {
                 .unwrap(),
         );
     }
-    let (outputs, _) = engine.generate(requests);
+    let (outputs, _) = engine.generate(requests).unwrap();
     for (p, out) in prompts.iter().zip(&outputs) {
         assert_eq!(out.best().token_ids, ids(&p["greedy_ids"]), "greedy ids");
     }

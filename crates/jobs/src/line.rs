@@ -55,23 +55,45 @@ pub fn parse_line(text: &str, line_no: usize) -> Result<JobLine, LineError> {
     };
     let custom_id = match obj.remove("custom_id") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CUSTOM_ID => s,
-        Some(Value::String(s)) if s.is_empty() => return Err(err(None, "custom_id", "must not be empty".into())),
-        Some(Value::String(_)) => return Err(err(None, "custom_id", format!("longer than {MAX_CUSTOM_ID} bytes"))),
-        Some(other) => return Err(err(None, "custom_id", format!("must be a string, got {}", kind(&other)))),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(err(None, "custom_id", "must not be empty".into()))
+        }
+        Some(Value::String(_)) => {
+            return Err(err(
+                None,
+                "custom_id",
+                format!("longer than {MAX_CUSTOM_ID} bytes"),
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                None,
+                "custom_id",
+                format!("must be a string, got {}", kind(&other)),
+            ))
+        }
         None => return Err(err(None, "custom_id", "missing".into())),
     };
     let id = Some(custom_id.clone());
     let params: JobParams = match obj.remove("params") {
         None | Some(Value::Null) => JobParams::default(),
-        Some(v) => serde_json::from_value(v).map_err(|e| err(id.clone(), "params", e.to_string()))?,
+        Some(v) => {
+            serde_json::from_value(v).map_err(|e| err(id.clone(), "params", e.to_string()))?
+        }
     };
-    params.check().map_err(|(field, reason)| err(id.clone(), &format!("params.{field}"), reason))?;
+    params
+        .check()
+        .map_err(|(field, reason)| err(id.clone(), &format!("params.{field}"), reason))?;
     let prompt = obj.remove("prompt");
     let messages = obj.remove("messages");
     let image = obj.remove("image");
     let task = obj.remove("task");
     if let Some(extra) = obj.keys().next() {
-        return Err(err(id, extra, "unknown field (expected custom_id, prompt, messages, image, task, params)".into()));
+        return Err(err(
+            id,
+            extra,
+            "unknown field (expected custom_id, prompt, messages, image, task, params)".into(),
+        ));
     }
     let input = match (prompt, messages, image) {
         (Some(Value::String(p)), None, None) => {
@@ -80,10 +102,16 @@ pub fn parse_line(text: &str, line_no: usize) -> Result<JobLine, LineError> {
             }
             JobInput::Prompt(p)
         }
-        (Some(other), None, None) => return Err(err(id, "prompt", format!("must be a string, got {}", kind(&other)))),
+        (Some(other), None, None) => {
+            return Err(err(
+                id,
+                "prompt",
+                format!("must be a string, got {}", kind(&other)),
+            ))
+        }
         (None, Some(m), None) => {
-            let messages: Vec<ChatMessage> =
-                serde_json::from_value(m).map_err(|e| err(id.clone(), "messages", e.to_string()))?;
+            let messages: Vec<ChatMessage> = serde_json::from_value(m)
+                .map_err(|e| err(id.clone(), "messages", e.to_string()))?;
             if messages.is_empty() {
                 return Err(err(id, "messages", "must not be empty".into()));
             }
@@ -93,11 +121,33 @@ pub fn parse_line(text: &str, line_no: usize) -> Result<JobLine, LineError> {
             image,
             task: task.and_then(|t| t.as_str().map(str::to_string)),
         },
-        (None, None, Some(other)) => return Err(err(id, "image", format!("must be a string, got {}", kind(&other)))),
-        (None, None, None) => return Err(err(id, "prompt", "missing: a job needs one of prompt, messages or image".into())),
-        _ => return Err(err(id, "prompt", "give only one of prompt, messages or image".into())),
+        (None, None, Some(other)) => {
+            return Err(err(
+                id,
+                "image",
+                format!("must be a string, got {}", kind(&other)),
+            ))
+        }
+        (None, None, None) => {
+            return Err(err(
+                id,
+                "prompt",
+                "missing: a job needs one of prompt, messages or image".into(),
+            ))
+        }
+        _ => {
+            return Err(err(
+                id,
+                "prompt",
+                "give only one of prompt, messages or image".into(),
+            ))
+        }
     };
-    Ok(JobLine { custom_id, input, params })
+    Ok(JobLine {
+        custom_id,
+        input,
+        params,
+    })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -123,16 +173,29 @@ mod tests {
         assert_eq!(p.input, JobInput::Prompt("Summarize".into()));
         assert_eq!(p.params.decoding, Some(Decoding::Beam));
         assert_eq!(p.params.num_beams, Some(4));
-        let c = parse_line(r#"{"custom_id": "chat-3", "messages": [{"role": "user", "content": "hi"}]}"#, 2).unwrap();
+        let c = parse_line(
+            r#"{"custom_id": "chat-3", "messages": [{"role": "user", "content": "hi"}]}"#,
+            2,
+        )
+        .unwrap();
         assert!(matches!(c.input, JobInput::Messages(ref m) if m[0].content == "hi"));
-        let i = parse_line(r#"{"custom_id": "img-9", "image": "photos/cat.jpg", "task": "embed"}"#, 3).unwrap();
-        assert!(matches!(i.input, JobInput::Image { ref task, .. } if task.as_deref() == Some("embed")));
+        let i = parse_line(
+            r#"{"custom_id": "img-9", "image": "photos/cat.jpg", "task": "embed"}"#,
+            3,
+        )
+        .unwrap();
+        assert!(
+            matches!(i.input, JobInput::Image { ref task, .. } if task.as_deref() == Some("embed"))
+        );
     }
 
     #[test]
     fn early_stopping_and_stop_take_both_forms() {
         let p = parse_line(r#"{"custom_id": "a", "prompt": "x", "params": {"early_stopping": "never", "stop": "\n"}}"#, 1).unwrap();
-        assert!(matches!(p.params.early_stopping, Some(EarlyStopping::Never(_))));
+        assert!(matches!(
+            p.params.early_stopping,
+            Some(EarlyStopping::Never(_))
+        ));
         assert_eq!(p.params.stop, Some(StopStrings::One("\n".into())));
         let p = parse_line(r#"{"custom_id": "a", "prompt": "x", "params": {"early_stopping": true, "stop": ["a", "b"]}}"#, 1).unwrap();
         assert_eq!(p.params.early_stopping, Some(EarlyStopping::Bool(true)));
@@ -141,24 +204,50 @@ mod tests {
 
     #[test]
     fn errors_name_line_job_and_field() {
-        let e = parse_line(r#"{"custom_id": "j1", "prompt": "x", "params": {"top_p": 2}}"#, 7).unwrap_err();
-        assert_eq!((e.line, e.custom_id.as_deref(), e.field.as_str()), (7, Some("j1"), "params.top_p"));
-        assert_eq!(e.to_string(), "line 7 (custom_id \"j1\"): params.top_p: 2 is not in (0, 1]");
+        let e = parse_line(
+            r#"{"custom_id": "j1", "prompt": "x", "params": {"top_p": 2}}"#,
+            7,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.custom_id.as_deref(), e.field.as_str()),
+            (7, Some("j1"), "params.top_p")
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 7 (custom_id \"j1\"): params.top_p: 2 is not in (0, 1]"
+        );
         let e = parse_line(r#"{"custom_id": "j2", "params": {}}"#, 3).unwrap_err();
         assert_eq!(e.field, "prompt");
-        let e = parse_line(r#"{"custom_id": "j3", "prompt": "x", "params": {"temprature": 1}}"#, 3).unwrap_err();
-        assert!(e.reason.contains("unknown field `temprature`"), "{}", e.reason);
+        let e = parse_line(
+            r#"{"custom_id": "j3", "prompt": "x", "params": {"temprature": 1}}"#,
+            3,
+        )
+        .unwrap_err();
+        assert!(
+            e.reason.contains("unknown field `temprature`"),
+            "{}",
+            e.reason
+        );
         let e = parse_line(r#"{"prompt": "x"}"#, 4).unwrap_err();
         assert_eq!((e.field.as_str(), e.custom_id), ("custom_id", None));
         let e = parse_line(r#"{"custom_id": "j5", "prompt": "x""#, 5).unwrap_err();
         assert_eq!(e.field, "json");
-        let e = parse_line(&format!("{}{{{}", "[".repeat(100_000), "]".repeat(100_000)), 6).unwrap_err();
+        let e = parse_line(
+            &format!("{}{{{}", "[".repeat(100_000), "]".repeat(100_000)),
+            6,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "json");
     }
 
     #[test]
     fn hostile_ids_are_kept_verbatim() {
-        let p = parse_line(r#"{"custom_id": "x'); DROP TABLE results;--", "prompt": "y"}"#, 1).unwrap();
+        let p = parse_line(
+            r#"{"custom_id": "x'); DROP TABLE results;--", "prompt": "y"}"#,
+            1,
+        )
+        .unwrap();
         assert_eq!(p.custom_id, "x'); DROP TABLE results;--");
     }
 }

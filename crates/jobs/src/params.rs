@@ -81,7 +81,9 @@ impl JobParams {
     /// The parameter a value is wrong for, and why; ranges transformers would reject.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let positive = |field, v: Option<f64>| match v {
-            Some(x) if !(x > 0.0 && x.is_finite()) => Err((field, format!("{x} is not a positive number"))),
+            Some(x) if !(x > 0.0 && x.is_finite()) => {
+                Err((field, format!("{x} is not a positive number")))
+            }
             _ => Ok(()),
         };
         if self.max_new_tokens == Some(0) {
@@ -107,7 +109,10 @@ impl JobParams {
         }
         if let (Some(n), Some(b)) = (self.num_return_sequences, self.num_beams) {
             if self.decoding == Some(Decoding::Beam) && n > b {
-                return Err(("num_return_sequences", format!("{n} is more than num_beams ({b})")));
+                return Err((
+                    "num_return_sequences",
+                    format!("{n} is more than num_beams ({b})"),
+                ));
             }
         }
         Ok(())

@@ -12,10 +12,17 @@ use crate::cli::BenchArgs;
 const SOURCE_TEXT: &str = include_str!("bench_text.txt");
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let decoding: Decoding = args.decoding.parse().map_err(|e: String| anyhow!("--decoding: {e}"))?;
+    let decoding: Decoding = args
+        .decoding
+        .parse()
+        .map_err(|e: String| anyhow!("--decoding: {e}"))?;
     let baseline_rss = memory::current_rss();
     let mut model = args.model.clone();
-    let slots_per_prompt = if decoding == Decoding::Beam { args.num_beams } else { 1 };
+    let slots_per_prompt = if decoding == Decoding::Beam {
+        args.num_beams
+    } else {
+        1
+    };
     model.max_batch = args.batch_size * slots_per_prompt;
     let engine = model.load()?;
     let load_peak = memory::peak_rss();
@@ -33,14 +40,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let prompts = synthetic_prompts(&source, args.batch_size, args.prompt_tokens);
     let requests = || -> Result<Vec<GenerationRequest>> {
-        prompts.iter().map(|p| engine.request(p.clone(), params.clone()).map_err(anyhow::Error::from)).collect()
+        prompts
+            .iter()
+            .map(|p| {
+                engine
+                    .request(p.clone(), params.clone())
+                    .map_err(anyhow::Error::from)
+            })
+            .collect()
     };
     for _ in 0..args.warmup {
-        let _ = engine.generate(requests()?);
+        engine.generate(requests()?)?;
     }
     memory::reset_peak();
     let started = std::time::Instant::now();
-    let (_outputs, stats) = engine.generate(requests()?);
+    let (_outputs, stats) = engine.generate(requests()?)?;
     let wall = started.elapsed().as_secs_f64();
     let peak = memory::peak_rss();
     let report = json!({
@@ -83,7 +97,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
 /// `count` prompts of `len` tokens, each cut from `source` at its own offset.
 pub fn synthetic_prompts(source: &[u32], count: usize, len: usize) -> Vec<Vec<u32>> {
     (0..count)
-        .map(|i| (0..len).map(|j| source[(i * 97 + j) % source.len()]).collect())
+        .map(|i| {
+            (0..len)
+                .map(|j| source[(i * 97 + j) % source.len()])
+                .collect()
+        })
         .collect()
 }
 

@@ -3,10 +3,12 @@
 //! and `error`; the other lines still run, all in one continuously refilled batch.
 
 use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use beamline_engine::{Engine, GenerationOutput, GenerationRequest, Message, Prompt};
 use beamline_jobs::{parse_line, JobInput};
+use beamline_rules::{choose_candidate, RuleCatalog, RuleSet};
 use serde_json::{json, Value};
 
 use crate::cli::GenerateArgs;
@@ -14,41 +16,81 @@ use crate::params;
 
 /// One prompt's place in the output: a request to run, or an error already known.
 enum Slot {
-    Run { custom_id: Option<String>, request: usize },
-    Failed { custom_id: Option<String>, line: Option<usize>, error: String },
+    Run {
+        custom_id: Option<String>,
+        request: usize,
+        rules: Option<Arc<RuleSet>>,
+    },
+    Failed {
+        custom_id: Option<String>,
+        line: Option<usize>,
+        error: String,
+    },
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let defaults = params::from_flags(&args.decoding)?;
     let engine = args.model.load()?;
+    let catalog = RuleCatalog::new(&args.rules_dir);
+    // The command's rule set must load; a job's own choice fails that job alone.
+    if let Some(name) = &args.rules {
+        catalog.get(name)?;
+    }
     let mut slots = Vec::new();
     let mut requests: Vec<GenerationRequest> = Vec::new();
-    let mut add = |custom_id: Option<String>, line: Option<usize>, built: Result<GenerationRequest, String>, requests: &mut Vec<GenerationRequest>| match built {
-        Ok(r) => {
+    let mut add = |custom_id: Option<String>,
+                   line: Option<usize>,
+                   built: Result<(GenerationRequest, Option<Arc<RuleSet>>), String>,
+                   requests: &mut Vec<GenerationRequest>| match built {
+        Ok((r, rules)) => {
             requests.push(r);
-            slots.push(Slot::Run { custom_id, request: requests.len() - 1 });
+            slots.push(Slot::Run {
+                custom_id,
+                request: requests.len() - 1,
+                rules,
+            });
         }
-        Err(error) => slots.push(Slot::Failed { custom_id, line, error }),
+        Err(error) => slots.push(Slot::Failed {
+            custom_id,
+            line,
+            error,
+        }),
     };
     match (&args.prompt, &args.input) {
         (Some(text), None) => {
             let prompt = if args.chat {
-                Prompt::Chat(vec![Message { role: "user".into(), content: text.clone() }])
+                Prompt::Chat(vec![Message {
+                    role: "user".into(),
+                    content: text.clone(),
+                }])
             } else {
                 Prompt::Text(text.clone())
             };
-            let request = build(&engine, &prompt, defaults.clone()).map_err(anyhow::Error::msg)?;
-            add(None, None, Ok(request), &mut requests);
+            let built = build(
+                &engine,
+                &catalog,
+                args.rules.as_deref(),
+                &prompt,
+                defaults.clone(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            add(None, None, Ok(built), &mut requests);
         }
         (None, Some(path)) => {
-            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let mut seen = std::collections::HashMap::new();
             for (index, line) in BufReader::new(file).lines().enumerate() {
                 let line_no = index + 1;
                 let text = match line {
                     Ok(t) => t,
                     Err(e) => {
-                        add(None, Some(line_no), Err(format!("line {line_no}: unreadable: {e}")), &mut requests);
+                        add(
+                            None,
+                            Some(line_no),
+                            Err(format!("line {line_no}: unreadable: {e}")),
+                            &mut requests,
+                        );
                         continue;
                     }
                 };
@@ -58,25 +100,57 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 let job = match parse_line(&text, line_no) {
                     Ok(job) => job,
                     Err(e) => {
-                        add(e.custom_id.clone(), Some(line_no), Err(e.to_string()), &mut requests);
+                        add(
+                            e.custom_id.clone(),
+                            Some(line_no),
+                            Err(e.to_string()),
+                            &mut requests,
+                        );
                         continue;
                     }
                 };
                 if let Some(first) = seen.insert(job.custom_id.clone(), line_no) {
-                    let error = format!("line {line_no}: custom_id {:?} duplicates line {first}", job.custom_id);
-                    add(Some(job.custom_id), Some(line_no), Err(error), &mut requests);
+                    let error = format!(
+                        "line {line_no}: custom_id {:?} duplicates line {first}",
+                        job.custom_id
+                    );
+                    add(
+                        Some(job.custom_id),
+                        Some(line_no),
+                        Err(error),
+                        &mut requests,
+                    );
                     continue;
                 }
                 let prompt = match job.input {
                     JobInput::Prompt(p) => Prompt::Text(p),
-                    JobInput::Messages(m) => Prompt::Chat(m.into_iter().map(|m| Message { role: m.role, content: m.content }).collect()),
+                    JobInput::Messages(m) => Prompt::Chat(
+                        m.into_iter()
+                            .map(|m| Message {
+                                role: m.role,
+                                content: m.content,
+                            })
+                            .collect(),
+                    ),
                     JobInput::Image { .. } => {
-                        add(Some(job.custom_id), Some(line_no), Err(format!("line {line_no}: image jobs need an image model")), &mut requests);
+                        add(
+                            Some(job.custom_id),
+                            Some(line_no),
+                            Err(format!("line {line_no}: image jobs need an image model")),
+                            &mut requests,
+                        );
                         continue;
                     }
                 };
-                let built = build(&engine, &prompt, params::from_job(&job.params, &defaults))
-                    .map_err(|e| format!("line {line_no} (custom_id {:?}): {e}", job.custom_id));
+                let rules = job.params.rules.as_deref().or(args.rules.as_deref());
+                let built = build(
+                    &engine,
+                    &catalog,
+                    rules,
+                    &prompt,
+                    params::from_job(&job.params, &defaults),
+                )
+                .map_err(|e| format!("line {line_no} (custom_id {:?}): {e}", job.custom_id));
                 add(Some(job.custom_id), Some(line_no), built, &mut requests);
             }
         }
@@ -84,7 +158,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
 
     let started = std::time::Instant::now();
-    let (outputs, stats) = engine.generate(requests);
+    let (outputs, stats) = engine.generate(requests)?;
     tracing::info!(
         prompts = outputs.len(),
         prompt_tokens = stats.prompt_tokens,
@@ -96,8 +170,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut out = stdout.lock();
     for slot in slots {
         let value = match slot {
-            Slot::Run { custom_id, request } => output_json(custom_id, &outputs[request]),
-            Slot::Failed { custom_id, line, error } => json!({ "custom_id": custom_id, "line": line, "error": error }),
+            Slot::Run {
+                custom_id,
+                request,
+                rules,
+            } => output_json(custom_id, &outputs[request], rules.as_deref()),
+            Slot::Failed {
+                custom_id,
+                line,
+                error,
+            } => json!({ "custom_id": custom_id, "line": line, "error": error }),
         };
         if args.json || args.input.is_some() {
             writeln!(out, "{value}")?;
@@ -108,21 +190,79 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn build(engine: &Engine, prompt: &Prompt, params: beamline_engine::GenerationParams) -> Result<GenerationRequest, String> {
+/// Tokenizes the prompt, loads the job's rule set and bans its phrases during decoding.
+fn build(
+    engine: &Engine,
+    catalog: &RuleCatalog,
+    rules: Option<&str>,
+    prompt: &Prompt,
+    mut params: beamline_engine::GenerationParams,
+) -> Result<(GenerationRequest, Option<Arc<RuleSet>>), String> {
+    let rules = match rules {
+        Some(name) => Some(
+            catalog
+                .get(name)
+                .map_err(|e| format!("params.rules: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(r) = &rules {
+        params.banned_sequences = engine
+            .banned_sequences(&r.banned_phrases())
+            .map_err(|e| e.to_string())?;
+    }
     let ids = engine.prompt_ids(prompt).map_err(|e| e.to_string())?;
-    engine.request(ids, params).map_err(|e| e.to_string())
+    Ok((
+        engine.request(ids, params).map_err(|e| e.to_string())?,
+        rules,
+    ))
 }
 
-fn output_json(custom_id: Option<String>, output: &GenerationOutput) -> Value {
+/// The job's answer: the best candidate, or with a rule set the best one that passes it (its
+/// text after redaction); `status` is `filtered` when none passes.
+fn output_json(
+    custom_id: Option<String>,
+    output: &GenerationOutput,
+    rules: Option<&RuleSet>,
+) -> Value {
     let best = output.best();
+    let choice = rules.map(|r| {
+        let candidates: Vec<(String, f64)> = output
+            .candidates
+            .iter()
+            .map(|c| (c.text.clone(), c.score))
+            .collect();
+        let tokens: Vec<usize> = output
+            .candidates
+            .iter()
+            .map(|c| c.token_ids.len())
+            .collect();
+        choose_candidate(r, &candidates, Some(&tokens))
+    });
+    let (status, text, reasoning, winner) = match &choice {
+        None => ("succeeded", Some(best.text.clone()), None, Some(0)),
+        Some(c) => match c.winning_verdict() {
+            Some(v) => (
+                "succeeded",
+                Some(v.text.clone()),
+                v.reasoning.clone(),
+                c.winner,
+            ),
+            None => ("filtered", None, None, None),
+        },
+    };
+    let best = winner.map(|i| &output.candidates[i]).unwrap_or(best);
     let mut value = json!({
-        "text": best.text,
+        "status": status,
+        "text": text,
+        "reasoning": reasoning,
         "token_ids": best.token_ids,
         "finish_reason": best.finish_reason,
         "prompt_tokens": output.prompt_tokens,
         "completion_tokens": output.completion_tokens(),
-        "candidates": output.candidates.iter().map(|c| json!({
+        "candidates": output.candidates.iter().enumerate().map(|(i, c)| json!({
             "text": c.text, "token_ids": c.token_ids, "score": c.score, "finish_reason": c.finish_reason,
+            "verdict": choice.as_ref().map(|ch| &ch.verdicts[i]),
         })).collect::<Vec<_>>(),
     });
     if let Some(id) = custom_id {

@@ -7,7 +7,9 @@ use crate::cli::ScoreArgs;
 pub fn run(args: ScoreArgs) -> Result<()> {
     let text = match (&args.text, &args.input) {
         (Some(t), None) => t.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         _ => bail!("give --text or --input"),
     };
     let engine = args.model.load()?;
@@ -15,7 +17,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&score)?);
     } else {
-        println!("tokens {}  nll {:.4}  perplexity {:.4}", score.tokens, score.nll, score.perplexity);
+        println!(
+            "tokens {}  nll {:.4}  perplexity {:.4}",
+            score.tokens, score.nll, score.perplexity
+        );
     }
     Ok(())
 }

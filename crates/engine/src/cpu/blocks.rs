@@ -151,7 +151,9 @@ pub fn quantize_activations(x: &[f32], out: &mut Vec<ActBlock>) {
         let mut qs = [0i8; 32];
         let mut total = 0i32;
         for (q, &v) in qs.iter_mut().zip(chunk) {
-            *q = (v * inv).round() as i8;
+            // Round half away from zero without a libm call (as `f32::round`).
+            let scaled = v * inv;
+            *q = (scaled + 0.5f32.copysign(scaled)) as i8;
             total += *q as i32;
         }
         ActBlock {

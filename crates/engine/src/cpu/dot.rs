@@ -13,6 +13,26 @@ pub fn q4(w: &[Q4Block], x: &[ActBlock]) -> f32 {
     portable::q4(w, x)
 }
 
+/// Four activation rows against one weight row, sharing each unpacked weight block.
+pub fn q4_x4(w: &[Q4Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::q4_x4(w, x) };
+    }
+    x.map(|row| portable::q4(w, row))
+}
+
+/// Four activation rows against one weight row.
+pub fn q8_x4(w: &[Q8Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: as above.
+        return unsafe { avx2::q8_x4(w, x) };
+    }
+    x.map(|row| portable::q8(w, row))
+}
+
 pub fn q8(w: &[Q8Block], x: &[ActBlock]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::available() {
@@ -118,5 +138,88 @@ mod avx2 {
             }
             hsum(acc)
         }
+    }
+
+    /// One row of four activation blocks, multiplied by one unpacked weight block.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn step4(
+        wq: __m256i,
+        scale: f32,
+        xs: [&ActBlock; 4],
+        acc: &mut [__m256; 4],
+        signed_w: bool,
+    ) {
+        // SAFETY: block loads read exactly one 32-byte code array.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let unsigned_w = if signed_w {
+                _mm256_sign_epi8(wq, wq)
+            } else {
+                wq
+            };
+            for (a, xb) in acc.iter_mut().zip(xs) {
+                let mut xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                if signed_w {
+                    xq = _mm256_sign_epi8(xq, wq);
+                }
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_w, xq), ones);
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale * xb.d), *a);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q4_x4(w: &[Q4Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
+        let n = w.len();
+        let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+        let mask = _mm_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut mins = [0f32; 4];
+        for b in 0..n {
+            let wb = &w[b];
+            // SAFETY: reads the block's 16 code bytes; AVX2 is present (callers check).
+            let wq = unsafe {
+                let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
+                let lo = _mm_and_si128(packed, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+                _mm256_set_m128i(hi, lo)
+            };
+            let xs = [&x0[b], &x1[b], &x2[b], &x3[b]];
+            // SAFETY: as above.
+            unsafe { step4(wq, wb.scale, xs, &mut acc, false) };
+            for (m, xb) in mins.iter_mut().zip(xs) {
+                *m += wb.min * xb.sum;
+            }
+        }
+        [
+            hsum(acc[0]) + mins[0],
+            hsum(acc[1]) + mins[1],
+            hsum(acc[2]) + mins[2],
+            hsum(acc[3]) + mins[3],
+        ]
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q8_x4(w: &[Q8Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
+        let n = w.len();
+        let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..n {
+            let wb = &w[b];
+            // SAFETY: reads the block's 32 code bytes; AVX2 is present (callers check).
+            let wq = unsafe { _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i) };
+            // SAFETY: as above.
+            unsafe {
+                step4(
+                    wq,
+                    wb.scale,
+                    [&x0[b], &x1[b], &x2[b], &x3[b]],
+                    &mut acc,
+                    true,
+                )
+            };
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
     }
 }

@@ -27,16 +27,26 @@ pub fn matmul(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
             let end = (start + ROWS_PER_TASK).min(rows);
             let mut tile = vec![0f32; m * (end - start)];
             let width = end - start;
+            let x_row = |i: usize| &acts[i * per_row..(i + 1) * per_row];
             for r in start..end {
-                for i in 0..m {
-                    let x_row = &acts[i * per_row..(i + 1) * per_row];
+                let span = r * per_row..(r + 1) * per_row;
+                let mut i = 0;
+                // Four activation rows at a time share each unpacked weight block.
+                while i + 4 <= m {
+                    let xs = [x_row(i), x_row(i + 1), x_row(i + 2), x_row(i + 3)];
+                    let four = match w {
+                        BlockMatrix::Q4 { blocks, .. } => dot::q4_x4(&blocks[span.clone()], xs),
+                        BlockMatrix::Q8 { blocks, .. } => dot::q8_x4(&blocks[span.clone()], xs),
+                    };
+                    for (j, v) in four.into_iter().enumerate() {
+                        tile[(i + j) * width + (r - start)] = v;
+                    }
+                    i += 4;
+                }
+                for i in i..m {
                     tile[i * width + (r - start)] = match w {
-                        BlockMatrix::Q4 { blocks, .. } => {
-                            dot::q4(&blocks[r * per_row..(r + 1) * per_row], x_row)
-                        }
-                        BlockMatrix::Q8 { blocks, .. } => {
-                            dot::q8(&blocks[r * per_row..(r + 1) * per_row], x_row)
-                        }
+                        BlockMatrix::Q4 { blocks, .. } => dot::q4(&blocks[span.clone()], x_row(i)),
+                        BlockMatrix::Q8 { blocks, .. } => dot::q8(&blocks[span.clone()], x_row(i)),
                     };
                 }
             }
