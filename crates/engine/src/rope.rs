@@ -27,7 +27,7 @@ impl Rope {
             / dim as f64;
         let mut inv_freq = (Tensor::from(config.rope_theta as f32).pow(&exponents)).reciprocal();
         if let Some(factors) = freq_factors {
-            inv_freq = inv_freq / factors.to_kind(Kind::Float);
+            inv_freq /= factors.to_kind(Kind::Float);
         }
         if let Some(s) = &config.rope_scaling {
             inv_freq = llama3_scale(&inv_freq, s);

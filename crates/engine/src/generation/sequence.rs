@@ -77,11 +77,11 @@ impl Sequences {
             seq.logprob += logits::log_softmax(row)[token] as f64;
             let token = token as u32;
             seq.tokens.push(token);
-            if !p.ignore_eos && tokenizer.is_eos(token) {
-                seq.finished = Some(FinishReason::Stop);
-            } else if !p.stop.is_empty()
-                && stop_index(&decode(tokenizer, &seq.tokens), &p.stop).is_some()
-            {
+            let at_eos = !p.ignore_eos && tokenizer.is_eos(token);
+            let at_stop = || {
+                !p.stop.is_empty() && stop_index(&decode(tokenizer, &seq.tokens), &p.stop).is_some()
+            };
+            if at_eos || at_stop() {
                 seq.finished = Some(FinishReason::Stop);
             } else if seq.tokens.len() >= p.max_new_tokens {
                 seq.finished = Some(FinishReason::Length);

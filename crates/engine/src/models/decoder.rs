@@ -88,9 +88,9 @@ impl Decoder {
             keys.push(k);
             values.push(v);
             let attn = attn.transpose(1, 2).reshape([1, t, -1]);
-            x = x + layer.o.forward(&attn);
+            x += layer.o.forward(&attn);
             let normed = self.rms_norm(&x, &layer.mlp_norm);
-            x = x + self.mlp(layer, &normed);
+            x += self.mlp(layer, &normed);
         }
         let hidden = self.rms_norm(&x, &self.norm);
         (
@@ -140,9 +140,9 @@ impl Decoder {
                 true,
             );
             let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
-            x = x + layer.o.forward(&attn);
+            x += layer.o.forward(&attn);
             let normed = self.rms_norm(&x, &layer.mlp_norm);
-            x = x + self.mlp(layer, &normed);
+            x += self.mlp(layer, &normed);
         }
         cache.advance(active);
         let hidden = self.rms_norm(&x, &self.norm).squeeze_dim(1);
