@@ -67,7 +67,7 @@ pub struct ScoreOutput {
 impl Engine {
     pub fn load(path: &Path, options: EngineOptions) -> Result<Engine> {
         let device = device::resolve(options.device)?;
-        if device == Device::Cpu && options.quant != QuantMode::None && crate::cpu::available() {
+        if device == Device::Cpu && crate::cpu::available() {
             // The block kernels run on rayon's threads. libtorch's OpenMP workers spin-wait
             // between parallel regions and would take the cores from them (measured: 40% of
             // the time in libgomp's spin loop); the ops left to libtorch here are small.

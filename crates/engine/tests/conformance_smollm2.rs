@@ -134,9 +134,10 @@ fn greedy_q4_1_agrees_with_the_float_reference() {
         total += want.len();
     }
     let agreement = same as f64 / total as f64;
-    eprintln!("Q4_1 (int4 kernels, bfloat16 activations) vs float32 reference: {:.1}% of greedy tokens before the first divergence", 100.0 * agreement);
-    // Quantized activations shift near-ties; most of every answer must still agree.
-    assert!(agreement > 0.5, "agreement {agreement}");
+    eprintln!("Q4_1 in its own quantization vs the float32 reference: {:.1}% of greedy tokens before the first divergence", 100.0 * agreement);
+    // The Q4_1 weights are used as stored and activations stay float32 on the CPU, so only
+    // summation order differs from the reference: every prompt should agree but for near-ties.
+    assert!(agreement > 0.9, "agreement {agreement}");
 }
 
 #[test]

@@ -18,15 +18,6 @@ pub struct Q8Block {
     pub qs: [i8; 32],
 }
 
-/// An activation block: `x[i] ≈ d * q[i]`, with `sum = d * Σ q[i]` for the affine term.
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub struct ActBlock {
-    pub d: f32,
-    pub sum: f32,
-    pub qs: [i8; 32],
-}
-
 pub const BLOCK: usize = 32;
 
 /// A weight matrix `[rows, cols]` stored as blocks, row after row.
@@ -139,27 +130,4 @@ impl BlockMatrix {
                 .collect(),
         }
     }
-}
-
-/// Quantizes activation rows (`x.len() = rows * cols`) to 8-bit blocks.
-pub fn quantize_activations(x: &[f32], out: &mut Vec<ActBlock>) {
-    out.clear();
-    out.extend(x.chunks(BLOCK).map(|chunk| {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0i8; 32];
-        let mut total = 0i32;
-        for (q, &v) in qs.iter_mut().zip(chunk) {
-            // Round half away from zero without a libm call (as `f32::round`).
-            let scaled = v * inv;
-            *q = (scaled + 0.5f32.copysign(scaled)) as i8;
-            total += *q as i32;
-        }
-        ActBlock {
-            d,
-            sum: d * total as f32,
-            qs,
-        }
-    }));
 }

@@ -1,39 +1,26 @@
-//! One weight row · one activation row, both as blocks. The AVX2 versions multiply 32 codes at
-//! once with `maddubs` (u8 × i8 pairs summed to i16, then to i32) and scale the block's integer
-//! dot product once; the portable versions define the same arithmetic.
+//! One weight row · one float32 activation row. Weight blocks are expanded to floats in
+//! registers (`w = scale * q + min` per 32-wide block) and multiplied with the activations in
+//! float32, so a quantized model computes exactly what its dequantized float32 twin computes,
+//! up to summation order: no activation is rounded. Per block, `Σ q·x` is formed first and scaled
+//! once; the affine term is `min · Σ x`, with the block sums of `x` computed once per row.
 
-use super::blocks::{ActBlock, Q4Block, Q8Block};
+use super::blocks::{Q4Block, Q8Block, BLOCK};
 
-pub fn q4(w: &[Q4Block], x: &[ActBlock]) -> f32 {
+/// Block sums of an activation row (for the `min` term of 4-bit affine blocks).
+pub fn block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks(BLOCK).map(|c| c.iter().sum()).collect()
+}
+
+pub fn q4(w: &[Q4Block], x: &[f32], sums: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::available() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::q4(w, x) };
+        return unsafe { avx2::q4(w, x, sums) };
     }
-    portable::q4(w, x)
+    portable::q4(w, x, sums)
 }
 
-/// Four activation rows against one weight row, sharing each unpacked weight block.
-pub fn q4_x4(w: &[Q4Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if super::available() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { avx2::q4_x4(w, x) };
-    }
-    x.map(|row| portable::q4(w, row))
-}
-
-/// Four activation rows against one weight row.
-pub fn q8_x4(w: &[Q8Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if super::available() {
-        // SAFETY: as above.
-        return unsafe { avx2::q8_x4(w, x) };
-    }
-    x.map(|row| portable::q8(w, row))
-}
-
-pub fn q8(w: &[Q8Block], x: &[ActBlock]) -> f32 {
+pub fn q8(w: &[Q8Block], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::available() {
         // SAFETY: as above.
@@ -43,31 +30,27 @@ pub fn q8(w: &[Q8Block], x: &[ActBlock]) -> f32 {
 }
 
 pub mod portable {
-    use super::super::blocks::{ActBlock, Q4Block, Q8Block};
+    use super::super::blocks::{Q4Block, Q8Block, BLOCK};
 
-    pub fn q4(w: &[Q4Block], x: &[ActBlock]) -> f32 {
+    pub fn q4(w: &[Q4Block], x: &[f32], sums: &[f32]) -> f32 {
         let mut total = 0f32;
-        for (wb, xb) in w.iter().zip(x) {
-            let mut dot = 0i32;
+        for (b, wb) in w.iter().enumerate() {
+            let xs = &x[b * BLOCK..(b + 1) * BLOCK];
+            let mut dot = 0f32;
             for j in 0..16 {
-                dot += (wb.qs[j] & 0x0F) as i32 * xb.qs[j] as i32;
-                dot += (wb.qs[j] >> 4) as i32 * xb.qs[j + 16] as i32;
+                dot += (wb.qs[j] & 0x0F) as f32 * xs[j] + (wb.qs[j] >> 4) as f32 * xs[j + 16];
             }
-            total += wb.scale * xb.d * dot as f32 + wb.min * xb.sum;
+            total += wb.scale * dot + wb.min * sums[b];
         }
         total
     }
 
-    pub fn q8(w: &[Q8Block], x: &[ActBlock]) -> f32 {
+    pub fn q8(w: &[Q8Block], x: &[f32]) -> f32 {
         let mut total = 0f32;
-        for (wb, xb) in w.iter().zip(x) {
-            let dot: i32 = wb
-                .qs
-                .iter()
-                .zip(&xb.qs)
-                .map(|(&a, &b)| a as i32 * b as i32)
-                .sum();
-            total += wb.scale * xb.d * dot as f32;
+        for (b, wb) in w.iter().enumerate() {
+            let xs = &x[b * BLOCK..(b + 1) * BLOCK];
+            let dot: f32 = wb.qs.iter().zip(xs).map(|(&q, &v)| q as f32 * v).sum();
+            total += wb.scale * dot;
         }
         total
     }
@@ -77,7 +60,7 @@ pub mod portable {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::blocks::{ActBlock, Q4Block, Q8Block};
+    use super::super::blocks::{Q4Block, Q8Block, BLOCK};
 
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
@@ -89,107 +72,99 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// The 32 codes of a 4-bit block as four vectors of 8 floats, in element order.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4(w: &[Q4Block], x: &[ActBlock]) -> f32 {
-        // SAFETY: callers run these only where AVX2 and FMA exist; every load reads a
-        // whole block (16 or 32 bytes) of a block struct.
-        unsafe {
-            let mask = _mm_set1_epi8(0x0F);
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = _mm256_setzero_ps();
-            let mut mins = 0f32;
-            for (wb, xb) in w.iter().zip(x) {
-                let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-                let lo = _mm_and_si128(packed, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-                let wq = _mm256_set_m128i(hi, lo);
-                let xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), ones);
-                acc = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(dot),
-                    _mm256_set1_ps(wb.scale * xb.d),
-                    acc,
-                );
-                mins += wb.min * xb.sum;
-            }
-            hsum(acc) + mins
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q8(w: &[Q8Block], x: &[ActBlock]) -> f32 {
-        // SAFETY: callers run these only where AVX2 and FMA exist; every load reads a
-        // whole block (16 or 32 bytes) of a block struct.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = _mm256_setzero_ps();
-            for (wb, xb) in w.iter().zip(x) {
-                let wq = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
-                let xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                // maddubs takes unsigned × signed: move w's sign onto x.
-                let abs_w = _mm256_sign_epi8(wq, wq);
-                let signed_x = _mm256_sign_epi8(xq, wq);
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, signed_x), ones);
-                acc = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(dot),
-                    _mm256_set1_ps(wb.scale * xb.d),
-                    acc,
-                );
-            }
-            hsum(acc)
-        }
-    }
-
-    /// One row of four activation blocks, multiplied by one unpacked weight block.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn step4(
-        wq: __m256i,
-        scale: f32,
-        xs: [&ActBlock; 4],
-        acc: &mut [__m256; 4],
-        signed_w: bool,
-    ) {
-        // SAFETY: block loads read exactly one 32-byte code array.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let unsigned_w = if signed_w {
-                _mm256_sign_epi8(wq, wq)
-            } else {
-                wq
-            };
-            for (a, xb) in acc.iter_mut().zip(xs) {
-                let mut xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                if signed_w {
-                    xq = _mm256_sign_epi8(xq, wq);
-                }
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_w, xq), ones);
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale * xb.d), *a);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4_x4(w: &[Q4Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
-        let n = w.len();
-        let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+    unsafe fn q4_floats(b: &Q4Block) -> [__m256; 4] {
+        // SAFETY: reads the block's 16 code bytes.
+        let packed = unsafe { _mm_loadu_si128(b.qs.as_ptr() as *const __m128i) };
         let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(packed, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+        let f = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+        [
+            f(lo),
+            f(_mm_srli_si128(lo, 8)),
+            f(hi),
+            f(_mm_srli_si128(hi, 8)),
+        ]
+    }
+
+    /// The 32 codes of an 8-bit block as four vectors of 8 floats.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_floats(b: &Q8Block) -> [__m256; 4] {
+        let p = b.qs.as_ptr() as *const __m128i;
+        // SAFETY: reads the block's 32 code bytes as two 16-byte halves.
+        let (a, c) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };
+        let f = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        [f(a), f(_mm_srli_si128(a, 8)), f(c), f(_mm_srli_si128(c, 8))]
+    }
+
+    /// `Σ q·x` over one block.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_dot(q: &[__m256; 4], x: &[f32]) -> __m256 {
+        let x = &x[..BLOCK];
+        let p = x.as_ptr();
+        // SAFETY: `x` has 32 floats (sliced above).
+        unsafe {
+            let t = _mm256_mul_ps(q[0], _mm256_loadu_ps(p));
+            let t = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), t);
+            let t = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), t);
+            _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), t)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q4(w: &[Q4Block], x: &[f32], sums: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for (b, wb) in w.iter().enumerate() {
+            // SAFETY: AVX2 is present (callers check); `x` holds a block per weight block.
+            unsafe {
+                let q = q4_floats(wb);
+                acc = _mm256_fmadd_ps(
+                    block_dot(&q, &x[b * BLOCK..]),
+                    _mm256_set1_ps(wb.scale),
+                    acc,
+                );
+            }
+            mins += wb.min * sums[b];
+        }
+        hsum(acc) + mins
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q8(w: &[Q8Block], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, wb) in w.iter().enumerate() {
+            // SAFETY: as `q4`.
+            unsafe {
+                let q = q8_floats(wb);
+                acc = _mm256_fmadd_ps(
+                    block_dot(&q, &x[b * BLOCK..]),
+                    _mm256_set1_ps(wb.scale),
+                    acc,
+                );
+            }
+        }
+        hsum(acc)
+    }
+
+    /// Four activation rows against one 4-bit weight row, expanding each block once.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q4_x4(w: &[Q4Block], x: [&[f32]; 4], sums: [&[f32]; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut mins = [0f32; 4];
-        for b in 0..n {
-            let wb = &w[b];
-            // SAFETY: reads the block's 16 code bytes; AVX2 is present (callers check).
-            let wq = unsafe {
-                let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-                let lo = _mm_and_si128(packed, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-                _mm256_set_m128i(hi, lo)
-            };
-            let xs = [&x0[b], &x1[b], &x2[b], &x3[b]];
-            // SAFETY: as above.
-            unsafe { step4(wq, wb.scale, xs, &mut acc, false) };
-            for (m, xb) in mins.iter_mut().zip(xs) {
-                *m += wb.min * xb.sum;
+        for (b, wb) in w.iter().enumerate() {
+            // SAFETY: as `q4`.
+            unsafe {
+                let q = q4_floats(wb);
+                let scale = _mm256_set1_ps(wb.scale);
+                for j in 0..4 {
+                    acc[j] = _mm256_fmadd_ps(block_dot(&q, &x[j][b * BLOCK..]), scale, acc[j]);
+                }
+            }
+            for j in 0..4 {
+                mins[j] += wb.min * sums[j][b];
             }
         }
         [
@@ -200,26 +175,40 @@ mod avx2 {
         ]
     }
 
+    /// Four activation rows against one 8-bit weight row.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q8_x4(w: &[Q8Block], x: [&[ActBlock]; 4]) -> [f32; 4] {
-        let n = w.len();
-        let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+    pub unsafe fn q8_x4(w: &[Q8Block], x: [&[f32]; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..n {
-            let wb = &w[b];
-            // SAFETY: reads the block's 32 code bytes; AVX2 is present (callers check).
-            let wq = unsafe { _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i) };
-            // SAFETY: as above.
+        for (b, wb) in w.iter().enumerate() {
+            // SAFETY: as `q4`.
             unsafe {
-                step4(
-                    wq,
-                    wb.scale,
-                    [&x0[b], &x1[b], &x2[b], &x3[b]],
-                    &mut acc,
-                    true,
-                )
-            };
+                let q = q8_floats(wb);
+                let scale = _mm256_set1_ps(wb.scale);
+                for j in 0..4 {
+                    acc[j] = _mm256_fmadd_ps(block_dot(&q, &x[j][b * BLOCK..]), scale, acc[j]);
+                }
+            }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
     }
+}
+
+/// Four activation rows against one 4-bit weight row.
+pub fn q4_x4(w: &[Q4Block], x: [&[f32]; 4], sums: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::q4_x4(w, x, sums) };
+    }
+    [0, 1, 2, 3].map(|j| portable::q4(w, x[j], sums[j]))
+}
+
+/// Four activation rows against one 8-bit weight row.
+pub fn q8_x4(w: &[Q8Block], x: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: as above.
+        return unsafe { avx2::q8_x4(w, x) };
+    }
+    x.map(|row| portable::q8(w, row))
 }
