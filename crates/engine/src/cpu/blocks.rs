@@ -113,6 +113,27 @@ impl BlockMatrix {
         }
     }
 
+    /// Rows `start..end` as floats, row-major: the transient tile a batched matmul multiplies
+    /// with a dense GEMM.
+    pub fn dequantize_rows(&self, start: usize, end: usize) -> Vec<f32> {
+        let per_row = self.cols() / BLOCK;
+        let mut out = Vec::with_capacity((end - start) * self.cols());
+        match self {
+            BlockMatrix::Q4 { blocks, .. } => {
+                for b in &blocks[start * per_row..end * per_row] {
+                    out.extend(b.qs.iter().map(|&q| (q & 0x0F) as f32 * b.scale + b.min));
+                    out.extend(b.qs.iter().map(|&q| (q >> 4) as f32 * b.scale + b.min));
+                }
+            }
+            BlockMatrix::Q8 { blocks, .. } => {
+                for b in &blocks[start * per_row..end * per_row] {
+                    out.extend(b.qs.iter().map(|&q| q as f32 * b.scale));
+                }
+            }
+        }
+        out
+    }
+
     /// The weights as floats, row-major (tests, and re-quantization).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
