@@ -219,15 +219,21 @@ impl Engine {
         })
     }
 
+    /// Runs `ids` through the model in one causal pass; returns the ids as a libtorch input
+    /// vector and the final hidden states `[1, len, hidden]`.
+    fn prefill_hidden(&self, ids: &[u32]) -> (Vec<i64>, Tensor) {
+        let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        let batch = Tensor::from_slice(&input)
+            .to_device(self.device)
+            .unsqueeze(0);
+        let (hidden, _) = self.model.prefill(&batch);
+        (input, hidden)
+    }
+
     /// Float32 logits at every position of `ids` (one forward pass, causal), `[len][vocab]`.
     pub fn prompt_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         let _guard = tch::no_grad_guard();
-        let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let (hidden, _) = self.model.prefill(
-            &Tensor::from_slice(&input)
-                .to_device(self.device)
-                .unsqueeze(0),
-        );
+        let (_, hidden) = self.prefill_hidden(ids);
         let logits = self
             .model
             .logits(&hidden.squeeze_dim(0))
@@ -259,12 +265,7 @@ impl Engine {
             .into());
         }
         let _guard = tch::no_grad_guard();
-        let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let (hidden, _) = self.model.prefill(
-            &Tensor::from_slice(&input)
-                .to_device(self.device)
-                .unsqueeze(0),
-        );
+        let (input, hidden) = self.prefill_hidden(&ids);
         let targets = Tensor::from_slice(&input[1..]).to_device(self.device);
         let n = ids.len() as i64 - 1;
         let mut nll = 0.0;
