@@ -8,7 +8,7 @@
 # Environment: BEAMLINE_CACHE (default ~/.cache/beamline).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${BEAMLINE_CACHE:-$HOME/.cache/beamline}"
+cache="${BEAMLINE_CACHE:-${HOME:-/root}/.cache/beamline}"
 mkdir -p "$cache"
 
 python="${PYTHON:-python3}"
