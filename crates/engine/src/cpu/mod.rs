@@ -11,14 +11,17 @@
 //! # Layout
 //! - `blocks`: the block formats and building them from codes or floats.
 //! - `dot`: one weight row · one float activation row, AVX2 and portable versions.
-//! - `matmul`: `y = x W^T` over a batch of activation rows, in parallel.
+//! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
+//! - `tiles`: wide batches, through float32 tiles and libtorch's GEMM.
 
 mod blocks;
 mod dot;
 mod matmul;
+mod tiles;
 
 pub use blocks::{BlockMatrix, Q4Block, Q8Block};
 pub use matmul::matmul;
+pub use tiles::{dense_tiles, DENSE_TILE_MIN_ROWS};
 
 /// Whether the fast path can run here.
 pub fn available() -> bool {
