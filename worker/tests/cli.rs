@@ -27,6 +27,17 @@ fn worker(args: &[&str]) -> Output {
         .expect("run worker")
 }
 
+/// Runs the worker, requires success and returns its JSON lines.
+fn worker_json(args: &[&str]) -> Vec<Value> {
+    let out = worker(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out)
+}
+
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -36,7 +47,7 @@ fn json_lines(out: &Output) -> Vec<Value> {
 
 #[test]
 fn generate_input_reports_bad_lines_and_runs_the_rest() {
-    let out = worker(&[
+    let lines = worker_json(&[
         "generate",
         "--model",
         &model(),
@@ -46,12 +57,6 @@ fn generate_input_reports_bad_lines_and_runs_the_rest() {
         "8",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out);
     assert_eq!(lines.len(), 10, "one object per non-empty line, in order");
     let by_id = |id: &str| {
         lines
@@ -226,7 +231,7 @@ fn rules_check_reports_hits_with_offsets() {
         "{\"custom_id\": \"a\", \"text\": \"Mail me at someone@example.com please.\"}\nnot json\n",
     )
     .unwrap();
-    let out = worker(&[
+    let lines = worker_json(&[
         "rules",
         "check",
         "--rules",
@@ -235,12 +240,6 @@ fn rules_check_reports_hits_with_offsets() {
         input.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["custom_id"], "a");
     assert!(lines[1]["error"].is_string());

@@ -35,18 +35,19 @@ impl RawWeight {
         (s[0], s[1])
     }
 
-    pub fn shallow_clone(&self) -> RawWeight {
+    /// The same weight with `f` applied to each of its tensors (codes, scales, mins alike).
+    fn map_tensors(&self, f: impl Fn(&Tensor) -> Tensor) -> RawWeight {
         match self {
-            RawWeight::Float(t) => RawWeight::Float(t.shallow_clone()),
+            RawWeight::Float(t) => RawWeight::Float(f(t)),
             RawWeight::Affine4 {
                 codes,
                 scales,
                 mins,
                 group,
             } => RawWeight::Affine4 {
-                codes: codes.shallow_clone(),
-                scales: scales.shallow_clone(),
-                mins: mins.shallow_clone(),
+                codes: f(codes),
+                scales: f(scales),
+                mins: f(mins),
                 group: *group,
             },
             RawWeight::Sym8 {
@@ -54,11 +55,15 @@ impl RawWeight {
                 scales,
                 group,
             } => RawWeight::Sym8 {
-                codes: codes.shallow_clone(),
-                scales: scales.shallow_clone(),
+                codes: f(codes),
+                scales: f(scales),
                 group: *group,
             },
         }
+    }
+
+    pub fn shallow_clone(&self) -> RawWeight {
+        self.map_tensors(Tensor::shallow_clone)
     }
 
     /// The weights as `f32 [out, in]`, exactly as the format defines them.
@@ -140,30 +145,7 @@ impl RawWeight {
 
     /// Reorders output rows: `out[i] = self[perm[i]]`.
     pub fn permute_rows(self, perm: &Tensor) -> RawWeight {
-        let pick = |t: &Tensor| t.index_select(0, perm);
-        match self {
-            RawWeight::Float(t) => RawWeight::Float(pick(&t)),
-            RawWeight::Affine4 {
-                codes,
-                scales,
-                mins,
-                group,
-            } => RawWeight::Affine4 {
-                codes: pick(&codes),
-                scales: pick(&scales),
-                mins: pick(&mins),
-                group,
-            },
-            RawWeight::Sym8 {
-                codes,
-                scales,
-                group,
-            } => RawWeight::Sym8 {
-                codes: pick(&codes),
-                scales: pick(&scales),
-                group,
-            },
-        }
+        self.map_tensors(|t| t.index_select(0, perm))
     }
 }
 
