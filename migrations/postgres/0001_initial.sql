@@ -21,6 +21,8 @@ CREATE TABLE jobs (
     kind        text NOT NULL DEFAULT 'text' CHECK (kind IN ('text', 'image')),
     status      text NOT NULL DEFAULT 'queued'
                 CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'filtered', 'cancelled')),
+    -- position of the line in the submitted files, so results come back in input order
+    seq         bigint NOT NULL DEFAULT 0,
     priority    integer NOT NULL DEFAULT 0,
     attempts    integer NOT NULL DEFAULT 0,
     error       text,
@@ -32,6 +34,7 @@ CREATE TABLE jobs (
     UNIQUE (batch_id, custom_id)
 );
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status);
+CREATE INDEX jobs_batch_seq ON jobs (batch_id, seq);
 
 CREATE TABLE results (
     job_id            uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
@@ -49,6 +52,19 @@ CREATE TABLE results (
     latency_ms        bigint NOT NULL DEFAULT 0,
     object_uri        text,
     created_at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- Lines the producer rejected (malformed JSON, missing fields, bad params, unknown model,
+-- duplicate custom_id), with the file, line and reason: kept where users look for results.
+CREATE TABLE rejected_lines (
+    batch_id   uuid NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+    file       text NOT NULL,
+    line       bigint NOT NULL,
+    custom_id  text,
+    field      text NOT NULL,
+    error      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_id, file, line)
 );
 
 CREATE VIEW batch_progress AS

@@ -34,6 +34,42 @@ pub enum Command {
     /// Rule sets: try one on stored texts.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Consume jobs from the queue and write their results, until stopped (SIGTERM drains).
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A TOML settings file (configs/local.toml, configs/cluster.toml).
+    #[arg(long, env = "BEAMLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Exit 0 once the queue has stayed empty for worker.idle_exit_s and nothing is in flight.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// `model` (default) or `echo`, a diagnostic engine that returns the prompt.
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// The model lane to serve (a catalog name; default: the catalog's default).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Jobs decoded together; also the queue prefetch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// SIGTERM: seconds in-flight jobs may take before they are handed back.
+    #[arg(long)]
+    pub grace_period: Option<u64>,
+    #[arg(long)]
+    pub database_url: Option<String>,
+    #[arg(long)]
+    pub queue_url: Option<String>,
+    #[arg(long)]
+    pub object_store: Option<String>,
+    /// Serve Prometheus metrics here (loopback by default when set).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Name in result rows and shard keys (default: host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -44,11 +80,18 @@ pub enum RulesCommand {
 
 #[derive(Args)]
 pub struct RulesCheckArgs {
+    /// Re-apply the rule set to the stored results of this batch (id or name) and update their
+    /// verdicts, instead of reading --input.
+    #[arg(long, conflicts_with = "input")]
+    pub batch: Option<String>,
+    /// Settings file, for --batch (the database to update).
+    #[arg(long, env = "BEAMLINE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// A rule-set name in the rules folder, or a path to a .toml file.
     #[arg(long, env = "BEAMLINE_RULES", default_value = "default")]
     pub rules: String,
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "batch")]
+    pub input: Option<PathBuf>,
     /// Folder of rule sets.
     #[arg(long, env = "BEAMLINE_RULES_DIR", default_value = "configs/rules")]
     pub rules_dir: PathBuf,

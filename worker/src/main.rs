@@ -2,8 +2,10 @@
 
 mod cli;
 mod commands;
+mod evaluate;
 mod model_args;
 mod params;
+mod run;
 mod telemetry;
 
 use clap::Parser;

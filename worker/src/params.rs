@@ -91,3 +91,8 @@ pub fn from_flags(a: &DecodingArgs) -> Result<GenerationParams> {
         ignore_eos: false,
     })
 }
+
+/// Defaults for queued jobs: ARCHITECTURE.md's (`max_new_tokens` 256, greedy) and transformers'.
+pub fn job_defaults() -> GenerationParams {
+    GenerationParams::default()
+}

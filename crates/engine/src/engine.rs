@@ -204,19 +204,19 @@ impl Engine {
     ) -> Result<(Vec<GenerationOutput>, BatchStats)> {
         let max_batch = self.options.max_batch;
         let run = || generation::run_batch(&self.model, &self.tokenizer, requests, max_batch);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "generation failed".into());
-            let first = text.lines().next().unwrap_or_default().to_string();
-            if text.contains("out of memory") {
-                EngineError::OutOfMemory(first)
-            } else {
-                EngineError::Torch(first)
-            }
-        })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(panic_error)
+    }
+
+    /// Generates for requests as `source` feeds them (continuous batching across arrivals, at
+    /// most `max_batch` sequences at a time) until it closes. A libtorch failure ends the run
+    /// with an error; the requests then in flight got no output and the caller retries them.
+    pub fn generate_stream(
+        &self,
+        source: &mut dyn generation::RequestSource,
+    ) -> Result<BatchStats> {
+        let max_batch = self.options.max_batch;
+        let run = || generation::run_stream(&self.model, &self.tokenizer, max_batch, source);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(panic_error)
     }
 
     /// Runs `ids` through the model in one causal pass; returns the ids as a libtorch input
@@ -368,4 +368,19 @@ fn load_hf_folder(
     let source = SafetensorsWeights::open(dir)?;
     let model = models::load(&source, config, quant, device)?;
     Ok((model, tokenizer, template))
+}
+
+/// libtorch reports a failed operation by unwinding; its message becomes a typed error.
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> EngineError {
+    let text = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "generation failed".into());
+    let first = text.lines().next().unwrap_or_default().to_string();
+    if text.contains("out of memory") {
+        EngineError::OutOfMemory(first)
+    } else {
+        EngineError::Torch(first)
+    }
 }

@@ -37,6 +37,6 @@ pub use engine::{Engine, EngineOptions, Prompt, ScoreOutput};
 pub use error::{EngineError, RequestError};
 pub use generation::{
     BatchStats, Candidate, Decoding, EarlyStopping, FinishReason, GenerationOutput,
-    GenerationParams, GenerationRequest,
+    GenerationParams, GenerationRequest, RequestSource,
 };
 pub use quant::QuantMode;

@@ -12,7 +12,7 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobInput {
     Prompt(String),
@@ -20,7 +20,7 @@ pub enum JobInput {
     Image { image: String, task: Option<String> },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobLine {
     pub custom_id: String,
     pub input: JobInput,
@@ -38,42 +38,41 @@ pub struct LineError {
 }
 
 /// Longest `custom_id` accepted; ids are stored and shown, not interpreted.
-const MAX_CUSTOM_ID: usize = 512;
+pub(crate) const MAX_CUSTOM_ID: usize = 512;
 
-/// Parses and validates one line (`line_no` is 1-based, for the error).
+/// Parses and validates one line (`line_no` is 1-based, for the error): the native form, or an
+/// OpenAI batch line (recognised by its `body`).
 pub fn parse_line(text: &str, line_no: usize) -> Result<JobLine, LineError> {
+    let err = |field: &str, reason: String| LineError {
+        line: line_no,
+        custom_id: None,
+        field: field.to_string(),
+        reason,
+    };
+    let value: Value = serde_json::from_str(text.trim_end_matches(['\r', '\n']))
+        .map_err(|e| err("json", e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(err("json", "a job line must be a JSON object".into()));
+    };
+    if obj.contains_key("body") {
+        crate::openai::from_openai(obj, line_no)
+    } else {
+        from_native(obj, line_no)
+    }
+}
+
+/// The native form: `custom_id`, one of `prompt` | `messages` | `image`, and `params`.
+fn from_native(
+    mut obj: serde_json::Map<String, Value>,
+    line_no: usize,
+) -> Result<JobLine, LineError> {
     let err = |custom_id: Option<String>, field: &str, reason: String| LineError {
         line: line_no,
         custom_id,
         field: field.to_string(),
         reason,
     };
-    let value: Value = serde_json::from_str(text.trim_end_matches(['\r', '\n']))
-        .map_err(|e| err(None, "json", e.to_string()))?;
-    let Value::Object(mut obj) = value else {
-        return Err(err(None, "json", "a job line must be a JSON object".into()));
-    };
-    let custom_id = match obj.remove("custom_id") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CUSTOM_ID => s,
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(err(None, "custom_id", "must not be empty".into()))
-        }
-        Some(Value::String(_)) => {
-            return Err(err(
-                None,
-                "custom_id",
-                format!("longer than {MAX_CUSTOM_ID} bytes"),
-            ))
-        }
-        Some(other) => {
-            return Err(err(
-                None,
-                "custom_id",
-                format!("must be a string, got {}", kind(&other)),
-            ))
-        }
-        None => return Err(err(None, "custom_id", "missing".into())),
-    };
+    let custom_id = take_custom_id(&mut obj, line_no)?;
     let id = Some(custom_id.clone());
     let params: JobParams = match obj.remove("params") {
         None | Some(Value::Null) => JobParams::default(),
@@ -150,7 +149,41 @@ pub fn parse_line(text: &str, line_no: usize) -> Result<JobLine, LineError> {
     })
 }
 
-fn kind(v: &Value) -> &'static str {
+/// Removes and checks `custom_id`: a non-empty string of at most `MAX_CUSTOM_ID` bytes.
+pub(crate) fn take_custom_id(
+    obj: &mut serde_json::Map<String, Value>,
+    line_no: usize,
+) -> Result<String, LineError> {
+    let err = |_: Option<String>, field: &str, reason: String| LineError {
+        line: line_no,
+        custom_id: None,
+        field: field.to_string(),
+        reason,
+    };
+    match obj.remove("custom_id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CUSTOM_ID => Ok(s),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(err(None, "custom_id", "must not be empty".into()))
+        }
+        Some(Value::String(_)) => {
+            return Err(err(
+                None,
+                "custom_id",
+                format!("longer than {MAX_CUSTOM_ID} bytes"),
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                None,
+                "custom_id",
+                format!("must be a string, got {}", kind(&other)),
+            ))
+        }
+        None => return Err(err(None, "custom_id", "missing".into())),
+    }
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use beamline_engine::{Engine, GenerationOutput, GenerationRequest, Message, Prompt};
 use beamline_jobs::{parse_line, JobInput};
-use beamline_rules::{choose_candidate, RuleCatalog, RuleSet};
+use beamline_rules::{RuleCatalog, RuleSet};
 use serde_json::{json, Value};
 
 use crate::cli::GenerateArgs;
@@ -218,52 +218,23 @@ fn build(
     ))
 }
 
-/// The job's answer: the best candidate, or with a rule set the best one that passes it (its
-/// text after redaction); `status` is `filtered` when none passes.
+/// The job's answer as one JSON object (see `evaluate`).
 fn output_json(
     custom_id: Option<String>,
     output: &GenerationOutput,
     rules: Option<&RuleSet>,
 ) -> Value {
-    let best = output.best();
-    let choice = rules.map(|r| {
-        let candidates: Vec<(String, f64)> = output
-            .candidates
-            .iter()
-            .map(|c| (c.text.clone(), c.score))
-            .collect();
-        let tokens: Vec<usize> = output
-            .candidates
-            .iter()
-            .map(|c| c.token_ids.len())
-            .collect();
-        choose_candidate(r, &candidates, Some(&tokens))
-    });
-    let (status, text, reasoning, winner) = match &choice {
-        None => ("succeeded", Some(best.text.clone()), None, Some(0)),
-        Some(c) => match c.winning_verdict() {
-            Some(v) => (
-                "succeeded",
-                Some(v.text.clone()),
-                v.reasoning.clone(),
-                c.winner,
-            ),
-            None => ("filtered", None, None, None),
-        },
-    };
-    let best = winner.map(|i| &output.candidates[i]).unwrap_or(best);
+    let e = crate::evaluate::evaluate(output, rules);
+    let chosen = &output.candidates[e.chosen.min(output.candidates.len().saturating_sub(1))];
     let mut value = json!({
-        "status": status,
-        "text": text,
-        "reasoning": reasoning,
-        "token_ids": best.token_ids,
-        "finish_reason": best.finish_reason,
+        "status": e.status,
+        "text": e.text,
+        "reasoning": e.reasoning,
+        "token_ids": chosen.token_ids,
+        "finish_reason": chosen.finish_reason,
         "prompt_tokens": output.prompt_tokens,
         "completion_tokens": output.completion_tokens(),
-        "candidates": output.candidates.iter().enumerate().map(|(i, c)| json!({
-            "text": c.text, "token_ids": c.token_ids, "score": c.score, "finish_reason": c.finish_reason,
-            "verdict": choice.as_ref().map(|ch| &ch.verdicts[i]),
-        })).collect::<Vec<_>>(),
+        "candidates": e.candidates,
     });
     if let Some(id) = custom_id {
         value["custom_id"] = json!(id);

@@ -35,10 +35,20 @@ enum State {
 }
 
 struct Running {
-    index: usize,
+    index: u64,
     slots: Vec<usize>,
     state: State,
     prompt_tokens: usize,
+}
+
+/// Where a streaming run gets its requests and sends its outputs: the worker feeds jobs as
+/// they arrive from the queue and writes each result as soon as its job finishes.
+pub trait RequestSource {
+    /// The next request, keyed by the caller. With `wait` (nothing is running) block until one
+    /// arrives, and `None` means the source is closed; without it, `None` means none is ready.
+    fn next(&mut self, wait: bool) -> Option<(u64, GenerationRequest)>;
+    /// A request finished.
+    fn finished(&mut self, key: u64, output: GenerationOutput);
 }
 
 /// Runs every request to completion with at most `max_slots` sequences decoding together.
@@ -49,11 +59,94 @@ pub fn run_batch(
     requests: Vec<GenerationRequest>,
     max_slots: usize,
 ) -> (Vec<GenerationOutput>, BatchStats) {
+    struct Fixed {
+        waiting: VecDeque<(u64, GenerationRequest)>,
+        outputs: Vec<Option<GenerationOutput>>,
+    }
+    impl RequestSource for Fixed {
+        fn next(&mut self, _wait: bool) -> Option<(u64, GenerationRequest)> {
+            self.waiting.pop_front()
+        }
+        fn finished(&mut self, key: u64, output: GenerationOutput) {
+            self.outputs[key as usize] = Some(output);
+        }
+    }
+    // One session sized to the whole set, as a fixed batch wants.
+    let max_slots = max_slots.min(
+        requests
+            .iter()
+            .map(|r| r.params.slots())
+            .sum::<usize>()
+            .max(1),
+    );
+    let mut source = Fixed {
+        outputs: vec![None; requests.len()],
+        waiting: requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, r))
+            .collect(),
+    };
+    let stats = run_stream(model, tokenizer, max_slots, &mut source);
+    let outputs = source
+        .outputs
+        .into_iter()
+        .map(|o| o.unwrap_or_else(empty_output))
+        .collect();
+    (outputs, stats)
+}
+
+/// Runs requests from `source` until it closes. Each busy period ("session") sizes the cache to
+/// the work ready when it starts (at most `max_slots` slots, at least the widest request), so
+/// a trickle of jobs does not pay for a full batch of idle slots; within a session, a finished
+/// request's slots go to the next request from the source.
+pub fn run_stream(
+    model: &Decoder,
+    tokenizer: &Tokenizer,
+    max_slots: usize,
+    source: &mut dyn RequestSource,
+) -> BatchStats {
     let _guard = tch::no_grad_guard();
+    let mut stats = BatchStats::default();
+    let mut waiting: VecDeque<(u64, GenerationRequest)> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match source.next(true) {
+                Some(first) => waiting.push_back(first),
+                None => return stats,
+            }
+        }
+        let mut ready: usize = waiting.iter().map(|(_, r)| r.params.slots()).sum();
+        while ready < max_slots {
+            match source.next(false) {
+                Some(r) => {
+                    ready += r.1.params.slots();
+                    waiting.push_back(r);
+                }
+                None => break,
+            }
+        }
+        let widest = waiting
+            .iter()
+            .map(|(_, r)| r.params.slots())
+            .max()
+            .unwrap_or(1);
+        let capacity = max_slots.min(ready).max(widest);
+        run_session(model, tokenizer, capacity, &mut waiting, source, &mut stats);
+    }
+}
+
+/// One busy period over a cache of `capacity` slots; returns when nothing runs and nothing that
+/// fits is waiting (a request wider than the cache stays in `waiting` for the next session).
+fn run_session(
+    model: &Decoder,
+    tokenizer: &Tokenizer,
+    capacity: usize,
+    waiting: &mut VecDeque<(u64, GenerationRequest)>,
+    source: &mut dyn RequestSource,
+    stats: &mut BatchStats,
+) {
     let device = model.norm.device();
-    let total_slots: usize = requests.iter().map(|r| r.params.slots()).sum();
-    let widest = requests.iter().map(|r| r.params.slots()).max().unwrap_or(1);
-    let capacity = max_slots.max(widest).min(total_slots.max(1));
     let c = &model.config;
     let mut cache = KvCache::new(
         c.num_layers,
@@ -63,10 +156,6 @@ pub fn run_batch(
         model.kind,
         device,
     );
-    let mut stats = BatchStats::default();
-    let mut outputs: Vec<Option<GenerationOutput>> = vec![None; requests.len()];
-    let mut waiting: VecDeque<(usize, GenerationRequest)> =
-        requests.into_iter().enumerate().collect();
     let mut running: Vec<Running> = Vec::new();
     let mut free: Vec<usize> = (0..capacity).rev().collect();
     let mut feed = vec![0u32; capacity];
@@ -74,8 +163,17 @@ pub fn run_batch(
     let vocab = c.vocab_size;
 
     loop {
-        // Admit waiting requests while their slots fit.
-        while let Some((_, req)) = waiting.front() {
+        // Admit waiting requests while their slots fit, pulling more from the source.
+        loop {
+            if waiting.is_empty() && !free.is_empty() {
+                match source.next(false) {
+                    Some(r) => waiting.push_back(r),
+                    None => break,
+                }
+            }
+            let Some((_, req)) = waiting.front() else {
+                break;
+            };
             if req.params.slots() > free.len() {
                 break;
             }
@@ -129,16 +227,17 @@ pub fn run_batch(
                     candidates,
                 };
                 stats.generated_tokens += output.completion_tokens();
-                outputs[run.index] = Some(output);
+                source.finished(run.index, output);
             } else {
                 i += 1;
             }
         }
         if running.is_empty() {
-            if waiting.is_empty() {
-                break;
+            // Nothing runs: go on only if what waits fits this cache (else a new session).
+            match waiting.front() {
+                Some((_, r)) if r.params.slots() <= capacity => continue,
+                _ => return,
             }
-            continue;
         }
         // One decoding step for all slots.
         let started = Instant::now();
@@ -159,11 +258,6 @@ pub fn run_batch(
         }
         stats.decode_time += started.elapsed();
     }
-    let outputs = outputs
-        .into_iter()
-        .map(|o| o.unwrap_or_else(empty_output))
-        .collect();
-    (outputs, stats)
 }
 
 fn empty_output() -> GenerationOutput {

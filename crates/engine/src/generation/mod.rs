@@ -15,7 +15,7 @@ mod logits;
 mod params;
 mod sequence;
 
-pub use batcher::{run_batch, BatchStats};
+pub use batcher::{run_batch, run_stream, BatchStats, RequestSource};
 pub use params::{Decoding, EarlyStopping, GenerationParams};
 
 use serde::Serialize;
