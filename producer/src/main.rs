@@ -57,7 +57,9 @@ async fn run(cli: Cli) -> Result<bool> {
             let mut queue = context::queue(&settings).await?;
             let objects = context::objects(&settings).await?;
             let catalog = context::catalog(&settings)?;
-            let report = submit::run(&settings, &db, &mut queue, &objects, &catalog, &args).await?;
+            let report = submit::run(&settings, &db, &mut queue, &objects, &catalog, &args).await;
+            queue.close().await;
+            let report = report?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -6,13 +6,12 @@ mod evaluate;
 mod model_args;
 mod params;
 mod run;
-mod telemetry;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.log_json);
+    beamline_telemetry::init_logs(cli.log_json);
     match commands::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

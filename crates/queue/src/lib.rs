@@ -120,6 +120,13 @@ impl JobQueue {
         }
     }
 
+    /// Closes the connection cleanly (RabbitMQ); a dropped one leaves errors in the broker log.
+    pub async fn close(&mut self) {
+        if let JobQueue::Amqp(q) = self {
+            q.close().await;
+        }
+    }
+
     /// Messages in the dead-letter queue (all models).
     pub async fn dead_letters(&mut self) -> Result<u64> {
         match self {
@@ -149,6 +156,13 @@ impl Consumer {
         match self {
             Consumer::Amqp(c) => c.stop().await,
             Consumer::Embedded(c) => c.stop().await,
+        }
+    }
+
+    /// Closes the connection; deliveries still held go back to the queue.
+    pub async fn close(&mut self) {
+        if let Consumer::Amqp(c) = self {
+            c.close().await;
         }
     }
 }

@@ -90,6 +90,8 @@ pub async fn write_manifest(
         };
         let text = String::from_utf8_lossy(&bytes);
         let total = text.lines().filter(|l| !l.trim().is_empty()).count();
+        // A job's line is kept once, in the shard its row names.
+        let mut seen = std::collections::HashSet::new();
         let kept: Vec<&str> = text
             .lines()
             .filter(|line| {
@@ -98,6 +100,7 @@ pub async fn write_manifest(
                     .and_then(|v| v.get("job_id").and_then(|j| j.as_str()).map(str::to_string))
                     .is_some_and(|id| {
                         owner.get(&id).and_then(|u| u.as_deref()) == Some(uri.as_str())
+                            && seen.insert(id)
                     })
             })
             .collect();

@@ -38,9 +38,15 @@ pub enum TelemetryError {
     Metrics { addr: String, reason: String },
 }
 
-/// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default `info`).
+/// The default filter. lapin logs its I/O loop's teardown at ERROR even on a clean close, and
+/// sqlx logs Postgres notices at INFO; beamline reports every failure it acts on itself, so
+/// those are quiet unless `RUST_LOG` asks for them.
+const DEFAULT_FILTER: &str = "info,lapin=off,pinky_swear=off,sqlx=warn";
+
+/// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default: `DEFAULT_FILTER`).
 pub fn init_logs(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

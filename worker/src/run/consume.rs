@@ -39,6 +39,7 @@ pub async fn run(
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             consumer.stop().await;
+            close_later(consumer, shared.clone());
             return Ok("stopping");
         }
         let held = shared.inflight.lock().expect("inflight lock").len();
@@ -57,6 +58,7 @@ pub async fn run(
                 idle_since = Instant::now();
             } else if exit_when_idle && idle_since.elapsed() >= idle_exit {
                 consumer.stop().await;
+                close_later(consumer, shared.clone());
                 return Ok("idle");
             }
             continue;
@@ -106,7 +108,22 @@ async fn start(
     };
     let attempts: std::collections::HashMap<Uuid, i32> =
         started.into_iter().map(|s| (s.id, s.attempts)).collect();
+    let mut running: std::collections::HashSet<Uuid> = shared
+        .inflight
+        .lock()
+        .expect("inflight lock")
+        .values()
+        .filter_map(|h| h.message.job_id.parse().ok())
+        .collect();
+    running.extend(shared.writing.lock().expect("writing lock").iter().copied());
     for (delivery, message, id) in readable {
+        if !running.insert(id) {
+            // A second copy of a job this worker is running (a replayed publish): the first
+            // copy writes the result, and if it fails its own delivery comes back.
+            metrics::counter!(beamline_telemetry::REDELIVERIES_TOTAL, "outcome" => "duplicate_in_flight").increment(1);
+            delivery.ack().await;
+            continue;
+        }
         let Some(&attempts) = attempts.get(&id) else {
             // Final already (a redelivery after a commit, or a cancelled job): nothing to run.
             metrics::counter!(beamline_telemetry::REDELIVERIES_TOTAL, "outcome" => "skipped_final")
@@ -143,16 +160,39 @@ async fn start(
     }
 }
 
-/// Publishes `beamline_queue_depth{queue}` every few seconds from its own connection.
-pub async fn report_depth(options: QueueOptions, url: String, model: String) {
-    let Ok(mut queue) = JobQueue::connect(&url, options).await else {
+/// Closes the consumer's connection once every delivery it handed out is settled (closing
+/// earlier would return them to the queue while their results are being written).
+fn close_later(mut consumer: Consumer, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let deadline =
+            Instant::now() + Duration::from_secs(shared.settings.worker.grace_period_s + 10);
+        while !shared.inflight.lock().expect("inflight lock").is_empty()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        consumer.close().await;
+    });
+}
+
+/// Publishes `beamline_queue_depth{queue}` every few seconds from its own connection, until
+/// the worker stops.
+pub async fn report_depth(options: QueueOptions, shared: Arc<Shared>, model: String) {
+    let Ok(mut queue) = JobQueue::connect(&shared.settings.queue_url, options).await else {
         return;
     };
-    loop {
+    while !shared.stopping.load(Ordering::SeqCst) {
         if let Ok(depth) = queue.depth(&model).await {
             metrics::gauge!(beamline_telemetry::QUEUE_DEPTH, "queue" => beamline_queue::queue_name(&model, false))
                 .set(depth as f64);
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        for _ in 0..50 {
+            if shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+    queue.close().await;
 }

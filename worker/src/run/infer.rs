@@ -194,6 +194,9 @@ pub fn spawn_echo(
         .name("echo".into())
         .spawn(move || {
             while let Ok(w) = work.recv() {
+                if faults.slow_ms > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(faults.slow_ms));
+                }
                 let text = match &w.message.input {
                     JobInput::Prompt(p) => p.clone(),
                     JobInput::Messages(ms) => ms

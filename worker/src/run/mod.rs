@@ -62,6 +62,8 @@ pub struct Shared {
     pub objects: ObjectStore,
     pub rules: beamline_rules::RuleCatalog,
     pub inflight: InFlight,
+    /// Jobs the writer holds (out of `inflight`, not yet settled).
+    pub writing: Mutex<std::collections::HashSet<uuid::Uuid>>,
     pub stopping: AtomicBool,
     pub faults: Faults,
 }
@@ -128,6 +130,7 @@ pub async fn run(settings: Settings, options: RunOptions) -> Result<()> {
         objects,
         rules,
         inflight: Arc::new(Mutex::new(HashMap::new())),
+        writing: Mutex::new(Default::default()),
         stopping: AtomicBool::new(false),
         faults,
         settings,
@@ -143,7 +146,7 @@ pub async fn run(settings: Settings, options: RunOptions) -> Result<()> {
         .set(1.0);
     let depth = tokio::spawn(consume::report_depth(
         queue_options,
-        shared.settings.queue_url.clone(),
+        shared.clone(),
         model.clone(),
     ));
     let consumer = queue
@@ -151,6 +154,7 @@ pub async fn run(settings: Settings, options: RunOptions) -> Result<()> {
         .await?;
     let writer = tokio::spawn(write::run(shared.clone(), done_rx));
     let consume = consume::run(shared.clone(), consumer, work_tx, options.exit_when_idle);
+    let mut queue = queue;
     let mut consume = std::pin::pin!(consume);
     let finished = tokio::select! {
         r = &mut consume => Some(r?),
@@ -166,7 +170,8 @@ pub async fn run(settings: Settings, options: RunOptions) -> Result<()> {
         }
     };
     drain(&shared, reason).await;
-    depth.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(6), depth).await;
+    queue.close().await;
     // Let the writer finish the group it holds (its acks), then exit without waiting for the
     // engine thread, which may be mid-step on work already handed back.
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;

@@ -56,9 +56,15 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
         std::result::Result<beamline_engine::GenerationOutput, JobError>,
     )> = {
         let mut map = shared.inflight.lock().expect("inflight lock");
+        let mut writing = shared.writing.lock().expect("writing lock");
         group
             .into_iter()
             .filter_map(|f| map.remove(&f.key).map(|h| (h, f.result)))
+            .inspect(|(h, _)| {
+                if let Ok(id) = h.message.job_id.parse() {
+                    writing.insert(id);
+                }
+            })
             .collect()
     };
     let limit = shared.settings.worker.delivery_limit as i32;
@@ -106,6 +112,7 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
             by_batch.entry(r.batch_id.to_string()).or_default().push(i);
         }
     }
+    let mut shards: Vec<(String, Vec<(Uuid, String)>)> = Vec::new();
     for (batch, indexes) in &by_batch {
         let key = format!(
             "{}/{}-{seq:06}.jsonl",
@@ -113,33 +120,63 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
             shared.worker
         );
         let uri = shared.objects.uri(&key);
-        let mut body = String::new();
+        let mut lines = Vec::new();
         for &i in indexes {
             if let Outcome::Done(r) = &mut outcomes[i] {
                 r.object_uri = Some(uri.clone());
-                body.push_str(&serde_json::to_string(&*r).expect("rows serialize"));
-                body.push('\n');
+                lines.push((
+                    r.job_id,
+                    serde_json::to_string(&*r).expect("rows serialize"),
+                ));
             }
         }
-        if let Err(e) = put_with_retry(shared, &key, body.into_bytes()).await {
+        if let Err(e) = put_with_retry(shared, &key, shard_body(&lines)).await {
             tracing::error!(error = %e, jobs = items.len(), "Result shard not written; handing the group back.");
-            hand_back(items).await;
+            hand_back(shared, items).await;
             return;
         }
+        shards.push((key, lines));
     }
     shared.faults.crash_if(
         shared.faults.crash_after_object_write && !by_batch.is_empty(),
         "crash_after_object_write",
     );
     // 2. The rows, in one transaction.
-    if let Err(e) = shared
+    let inserted: HashSet<Uuid> = match shared
         .db
         .retry(DATABASE_PATIENCE, || shared.db.record(&outcomes))
         .await
     {
-        tracing::error!(error = %e, jobs = items.len(), "Results not committed; handing the group back.");
-        hand_back(items).await;
-        return;
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            tracing::error!(error = %e, jobs = items.len(), "Results not committed; handing the group back.");
+            hand_back(shared, items).await;
+            return;
+        }
+    };
+    // A job that another execution committed first keeps that result: drop our lines for it,
+    // so the shards hold one line per result row.
+    for (key, lines) in &shards {
+        let kept: Vec<(Uuid, String)> = lines
+            .iter()
+            .filter(|(id, _)| inserted.contains(id))
+            .cloned()
+            .collect();
+        if kept.len() < lines.len() {
+            metrics::counter!(beamline_telemetry::REDELIVERIES_TOTAL, "outcome" => "duplicate_execution")
+                .increment((lines.len() - kept.len()) as u64);
+            let done = if kept.is_empty() {
+                shared.objects.delete(key).await
+            } else {
+                shared
+                    .objects
+                    .put(key, shard_body(&kept), "application/jsonl")
+                    .await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, key, "Could not drop duplicate lines; the manifest will.");
+            }
+        }
     }
     shared
         .faults
@@ -158,6 +195,7 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
         metrics::counter!(beamline_telemetry::JOBS_TOTAL, "status" => status).increment(1);
         metrics::histogram!(beamline_telemetry::JOB_LATENCY_SECONDS)
             .record(held.delivery.received.elapsed().as_secs_f64());
+        forget(shared, &held);
         match settle {
             Settle::Ack => held.delivery.ack().await,
             Settle::Requeue => held.delivery.requeue().await,
@@ -250,12 +288,30 @@ async fn put_with_retry(
 }
 
 async fn hand_back(
+    shared: &Shared,
     items: Vec<(
         Held,
         std::result::Result<beamline_engine::GenerationOutput, JobError>,
     )>,
 ) {
     for (held, _) in items {
+        forget(shared, &held);
         held.delivery.requeue().await;
+    }
+}
+
+fn shard_body(lines: &[(Uuid, String)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (_, line) in lines {
+        body.push_str(line);
+        body.push('\n');
+    }
+    body.into_bytes()
+}
+
+/// The job is settled: the consumer may run a later copy of it again.
+fn forget(shared: &Shared, held: &Held) {
+    if let Ok(id) = held.message.job_id.parse::<Uuid>() {
+        shared.writing.lock().expect("writing lock").remove(&id);
     }
 }

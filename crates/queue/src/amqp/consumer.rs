@@ -15,7 +15,7 @@ use super::topology;
 use crate::{queue_name, AckHandle, Delivery, Result};
 
 struct Link {
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
     high: lapin::Consumer,
     normal: lapin::Consumer,
@@ -70,7 +70,7 @@ impl AmqpConsumer {
             )
             .await?;
         Ok(Link {
-            _connection: connection,
+            connection,
             channel,
             high,
             normal,
@@ -142,6 +142,12 @@ impl AmqpConsumer {
             }
         }
         out
+    }
+
+    pub async fn close(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = link.connection.close(200, "bye").await;
+        }
     }
 
     /// Cancels both consumers: the broker sends nothing more, held deliveries stay ours to

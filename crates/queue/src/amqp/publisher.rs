@@ -133,6 +133,12 @@ impl AmqpQueue {
         Ok(nacked)
     }
 
+    pub async fn close(&mut self) {
+        if let Some((conn, _)) = self.link.take() {
+            let _ = conn.close(200, "bye").await;
+        }
+    }
+
     pub fn consumer(&self, model: &str, prefetch: u16) -> AmqpConsumer {
         AmqpConsumer::new(&self.url, model, prefetch, self.broker_delivery_limit())
     }

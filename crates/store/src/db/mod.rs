@@ -262,10 +262,11 @@ impl Database {
     }
 
     /// Records outcomes in one transaction: result rows (upserts that keep the first), job
-    /// statuses (moved only out of `queued`/`running`), requeued jobs back to `queued`.
-    pub async fn record(&self, outcomes: &[Outcome]) -> Result<()> {
+    /// statuses (moved only out of `queued`/`running`), requeued jobs back to `queued`. Returns
+    /// the jobs whose result row this call inserted (a duplicate execution inserts none).
+    pub async fn record(&self, outcomes: &[Outcome]) -> Result<Vec<Uuid>> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         dispatch!(self, record(outcomes))
     }
@@ -302,6 +303,11 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<(i64, ExportRow)>> {
         dispatch!(self, export(batch_id, after_seq, limit))
+    }
+
+    /// `(job_id, finished_at)` of a batch's finished jobs, `finished_at` as sortable text.
+    pub async fn finish_times(&self, batch_id: Uuid) -> Result<Vec<(String, String)>> {
+        dispatch!(self, finish_times(batch_id))
     }
 
     /// `(job_id, object_uri)` of every result of a batch, for the manifest.

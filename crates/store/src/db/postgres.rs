@@ -115,7 +115,7 @@ pub(super) async fn start_jobs(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Starte
         .collect())
 }
 
-pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<()> {
+pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<Vec<Uuid>> {
     let mut done = Vec::new();
     let (mut ids, mut statuses, mut errors) =
         (Vec::new(), Vec::new(), Vec::<Option<String>>::new());
@@ -141,11 +141,12 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<()> {
         }
     }
     let mut tx = pool.begin().await?;
+    let mut inserted: Vec<Uuid> = Vec::new();
     if !done.is_empty() {
         let col = |f: &dyn Fn(&super::ResultRow) -> Option<String>| -> Vec<Option<String>> {
             done.iter().map(|r| f(r)).collect()
         };
-        sqlx::query(
+        inserted = sqlx::query(
             "INSERT INTO results (job_id, output_text, reasoning, candidates, rule_report,
                                   prompt_tokens, completion_tokens, finish_reason, model, worker,
                                   latency_ms, object_uri)
@@ -156,7 +157,7 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<()> {
                          $7::int[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[])
                   AS u(job_id, output_text, reasoning, candidates, rule_report, prompt_tokens,
                        completion_tokens, finish_reason, model, worker, latency_ms, object_uri)
-             ON CONFLICT (job_id) DO NOTHING",
+             ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
         )
         .bind(done.iter().map(|r| r.job_id).collect::<Vec<_>>())
         .bind(col(&|r| r.output_text.clone()))
@@ -170,8 +171,11 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<()> {
         .bind(col(&|r| Some(r.worker.clone())))
         .bind(done.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
         .bind(col(&|r| r.object_uri.clone()))
-        .execute(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     }
     if !ids.is_empty() {
         sqlx::query(
@@ -197,7 +201,7 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<()> {
         .await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(inserted)
 }
 
 const BATCH_COLUMNS: &str = "id::text, name, status, model, total::bigint,
@@ -278,7 +282,11 @@ pub(super) async fn progress(pool: &PgPool, batch_id: Uuid) -> Result<Option<Pro
 
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<(BatchRow, Progress)>> {
     let rows = sqlx::query(&format!(
-        "SELECT {BATCH_COLUMNS}, {PROGRESS_COLUMNS}
+        "SELECT b.id::text, b.name, b.status, b.model, b.total::bigint,
+                to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                to_char(b.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                p.batch_id::text, p.name, p.status, p.total::bigint, p.queued, p.running,
+                p.succeeded, p.failed, p.filtered, p.cancelled
          FROM batches b JOIN batch_progress p ON p.batch_id = b.id
          ORDER BY b.created_at DESC"
     ))
@@ -436,4 +444,15 @@ pub(super) async fn rejected(pool: &PgPool, batch_id: Uuid) -> Result<Vec<Reject
             error: r.get(4),
         })
         .collect())
+}
+
+pub(super) async fn finish_times(pool: &PgPool, batch_id: Uuid) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT id::text, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+         FROM jobs WHERE batch_id = $1 AND finished_at IS NOT NULL",
+    )
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

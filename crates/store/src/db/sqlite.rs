@@ -142,12 +142,13 @@ pub(super) async fn start_jobs(pool: &SqlitePool, ids: &[Uuid]) -> Result<Vec<St
         .collect()
 }
 
-pub(super) async fn record(pool: &SqlitePool, outcomes: &[Outcome]) -> Result<()> {
+pub(super) async fn record(pool: &SqlitePool, outcomes: &[Outcome]) -> Result<Vec<Uuid>> {
     let mut tx = pool.begin().await?;
+    let mut inserted = Vec::new();
     for o in outcomes {
         match o {
             Outcome::Done(r) => {
-                sqlx::query(
+                let added = sqlx::query(
                     "INSERT INTO results (job_id, output_text, reasoning, candidates, rule_report,
                          prompt_tokens, completion_tokens, finish_reason, model, worker, latency_ms, object_uri)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
@@ -166,6 +167,9 @@ pub(super) async fn record(pool: &SqlitePool, outcomes: &[Outcome]) -> Result<()
                 .bind(&r.object_uri)
                 .execute(&mut *tx)
                 .await?;
+                if added.rows_affected() == 1 {
+                    inserted.push(r.job_id);
+                }
                 set_status(&mut tx, r.job_id, r.status.as_str(), None).await?;
             }
             Outcome::Failed { job_id, error } => {
@@ -181,7 +185,7 @@ pub(super) async fn record(pool: &SqlitePool, outcomes: &[Outcome]) -> Result<()
         }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(inserted)
 }
 
 async fn set_status(
@@ -427,4 +431,17 @@ pub(super) async fn rejected(pool: &SqlitePool, batch_id: Uuid) -> Result<Vec<Re
             error: r.get(4),
         })
         .collect())
+}
+
+pub(super) async fn finish_times(
+    pool: &SqlitePool,
+    batch_id: Uuid,
+) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT id, finished_at FROM jobs WHERE batch_id = ? AND finished_at IS NOT NULL",
+    )
+    .bind(batch_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
