@@ -1,11 +1,44 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up (virtualenv, libtorch, the SmolLM2 model), build
-# the worker, and run the bundled job file through the real model. Bad lines in the file are
-# reported per line; the others run in one continuously refilled batch.
+# README command 1: sets everything up on a fresh machine and runs the main job end to end with
+# the real SmolLM2 model: submits examples/jobs.jsonl (chat, plain, beam-search, sampled and
+# OpenAI-format jobs, and a few bad lines), processes it with a worker until the queue is
+# empty, and prints a summary table and where the results are.
+#   scripts/demo.sh             the embedded default (SQLite + local files, no services)
+#   scripts/demo.sh --cluster   the same against Postgres, RabbitMQ and S3 (Garage) on loopback
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup.sh
-cargo build --release --quiet -p worker
-target="${CARGO_TARGET_DIR:-$root/target}"
-"$target/release/worker" generate --model smollm2 --input "${1:-examples/prompts.jsonl}" --json
+if [ "${1:-}" = "--cluster" ]; then
+  eval "$(infra/local/up.sh)"
+  shift
+else
+  # The embedded default: nothing set means SQLite and local files under ./beamline-data/.
+  unset BEAMLINE_DATABASE_URL BEAMLINE_QUEUE_URL BEAMLINE_OBJECT_STORE
+fi
+cargo build --release --quiet -p producer -p worker
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+file="${1:-examples/jobs.jsonl}"
+name="demo-$(date +%Y%m%d-%H%M%S)"
+
+echo "== submit $file as batch $name" >&2
+batch="$("$bin/producer" submit "$file" --name "$name")"
+echo "== worker (real model) until the queue is empty" >&2
+"$bin/worker" run --exit-when-idle
+echo "== summary" >&2
+"$bin/producer" status "$batch"
+"$bin/producer" results "$batch" | python3 -c '
+import json, sys
+print(f"{\"custom_id\":<14} {\"status\":<10} {\"tokens\":>6} {\"ms\":>6}  output")
+for line in sys.stdin:
+    r = json.loads(line)
+    text = (r["text"] or r["error"] or "").replace("\n", " / ")
+    print(f"{r[\"custom_id\"]:<14} {r[\"status\"]:<10} {r[\"completion_tokens\"] or 0:>6} {r[\"latency_ms\"] or 0:>6}  {text[:70]}")
+'
+cat >&2 <<TXT
+== where the results are
+  database:      ${BEAMLINE_DATABASE_URL:-sqlite://beamline-data/beamline.db}  (tables batches, jobs, results, rejected_lines; view batch_progress)
+  result shards: ${BEAMLINE_OBJECT_STORE:-file://beamline-data/objects}/results/$batch/
+  manifest:      ${BEAMLINE_OBJECT_STORE:-file://beamline-data/objects}/manifests/$batch.json
+  export:        $bin/producer results $batch [--format openai] [--out FILE]
+TXT

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test command: sets up what the tests need (virtualenv with libtorch, the SmolLM2 model,
-# the local services), then runs every test of the workspace: unit, integration and
-# conformance tests against transformers' reference outputs.
+# Postgres and RabbitMQ, the Garage S3 server on loopback), then runs every test of the
+# workspace: unit tests, conformance tests against transformers' reference outputs, and the
+# pipeline integration tests in tests/ against the real services.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup.sh
 scripts/services.sh
+BEAMLINE_PG_DATABASE=beamline_test infra/local/up.sh > /dev/null
 export BEAMLINE_TEST_MODEL="${BEAMLINE_TEST_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 export BEAMLINE_PYTHON="${BEAMLINE_PYTHON:-$root/.venv/bin/python}"
 # Tests share two cores; libtorch's own thread pool would oversubscribe them.

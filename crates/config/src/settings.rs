@@ -264,8 +264,10 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
-        let mut s = Settings::default();
-        s.database_url = "mysql://u:hunter2@h/db".into();
+        let s = Settings {
+            database_url: "mysql://u:hunter2@h/db".into(),
+            ..Settings::default()
+        };
         assert!(!s.validate().unwrap_err().to_string().contains("hunter2"));
     }
 }

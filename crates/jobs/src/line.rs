@@ -154,32 +154,20 @@ pub(crate) fn take_custom_id(
     obj: &mut serde_json::Map<String, Value>,
     line_no: usize,
 ) -> Result<String, LineError> {
-    let err = |_: Option<String>, field: &str, reason: String| LineError {
+    let err = |reason: String| LineError {
         line: line_no,
         custom_id: None,
-        field: field.to_string(),
+        field: "custom_id".to_string(),
         reason,
     };
     match obj.remove("custom_id") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CUSTOM_ID => Ok(s),
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(err(None, "custom_id", "must not be empty".into()))
+        Some(Value::String(s)) if s.is_empty() => Err(err("must not be empty".into())),
+        Some(Value::String(s)) if s.len() > MAX_CUSTOM_ID => {
+            Err(err(format!("longer than {MAX_CUSTOM_ID} bytes")))
         }
-        Some(Value::String(_)) => {
-            return Err(err(
-                None,
-                "custom_id",
-                format!("longer than {MAX_CUSTOM_ID} bytes"),
-            ))
-        }
-        Some(other) => {
-            return Err(err(
-                None,
-                "custom_id",
-                format!("must be a string, got {}", kind(&other)),
-            ))
-        }
-        None => return Err(err(None, "custom_id", "missing".into())),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(err(format!("must be a string, got {}", kind(&other)))),
+        None => Err(err("missing".into())),
     }
 }
 

@@ -67,13 +67,13 @@ pub fn queue_name(model: &str, high: bool) -> String {
 
 /// A connection to the queue, for publishing and for opening consumers.
 pub enum JobQueue {
-    Amqp(amqp::AmqpQueue),
+    Amqp(Box<amqp::AmqpQueue>),
     Embedded(embedded::EmbeddedQueue),
 }
 
 /// Where deliveries come from.
 pub enum Consumer {
-    Amqp(amqp::AmqpConsumer),
+    Amqp(Box<amqp::AmqpConsumer>),
     Embedded(embedded::EmbeddedConsumer),
 }
 
@@ -81,9 +81,8 @@ impl JobQueue {
     /// `amqp://…` or `sqlite://path`.
     pub async fn connect(url: &str, options: QueueOptions) -> Result<JobQueue> {
         if url.starts_with("amqp://") || url.starts_with("amqps://") {
-            Ok(JobQueue::Amqp(
-                amqp::AmqpQueue::connect(url, options).await?,
-            ))
+            let queue = amqp::AmqpQueue::connect(url, options).await?;
+            Ok(JobQueue::Amqp(Box::new(queue)))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             Ok(JobQueue::Embedded(
                 embedded::EmbeddedQueue::open(path, options).await?,
@@ -107,7 +106,7 @@ impl JobQueue {
     /// A consumer of `model`'s lanes holding at most `prefetch` unacked deliveries.
     pub async fn consumer(&self, model: &str, prefetch: u16) -> Result<Consumer> {
         match self {
-            JobQueue::Amqp(q) => Ok(Consumer::Amqp(q.consumer(model, prefetch))),
+            JobQueue::Amqp(q) => Ok(Consumer::Amqp(Box::new(q.consumer(model, prefetch)))),
             JobQueue::Embedded(q) => Ok(Consumer::Embedded(q.consumer(model, prefetch))),
         }
     }

@@ -68,11 +68,19 @@ pub fn spawn_model(
                 running: HashMap::new(),
                 closed: false,
             };
+            // Time spent in the model's forward passes, for the share of wall time outside them.
+            let (mut busy, mut generated) = (std::time::Duration::ZERO, 0usize);
             loop {
                 match engine.generate_stream(&mut source) {
                     Ok(stats) => {
-                        tracing::debug!(generated = stats.generated_tokens, "Engine stream closed.");
+                        busy += stats.prefill_time + stats.decode_time;
+                        generated += stats.generated_tokens;
                         if source.closed {
+                            tracing::info!(
+                                engine_ms = busy.as_millis() as u64,
+                                generated_tokens = generated,
+                                "Engine finished."
+                            );
                             return;
                         }
                     }

@@ -134,6 +134,7 @@ pub struct ResultRow {
 
 /// How a job's run ended, as the worker records it.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per job and consumed at once; boxing buys nothing
 pub enum Outcome {
     Done(ResultRow),
     /// A permanent failure (bad input, too long for the context, the delivery limit reached).

@@ -281,15 +281,15 @@ pub(super) async fn progress(pool: &PgPool, batch_id: Uuid) -> Result<Option<Pro
 }
 
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<(BatchRow, Progress)>> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "SELECT b.id::text, b.name, b.status, b.model, b.total::bigint,
                 to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                 to_char(b.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                 p.batch_id::text, p.name, p.status, p.total::bigint, p.queued, p.running,
                 p.succeeded, p.failed, p.filtered, p.cancelled
          FROM batches b JOIN batch_progress p ON p.batch_id = b.id
-         ORDER BY b.created_at DESC"
-    ))
+         ORDER BY b.created_at DESC",
+    )
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -21,7 +21,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub(super) async fn connect(path: &str) -> Result<SqlitePool> {
     if let Some(dir) = std::path::Path::new(path).parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
     }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
