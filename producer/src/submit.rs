@@ -193,7 +193,8 @@ pub async fn run(
     Ok(s.report)
 }
 
-/// `<first file's stem>-<unix seconds>`.
+/// `<first file's stem>-<UTC time>-<random>`: unique, so two unnamed submits never share a
+/// batch (re-submitting into the same batch takes an explicit `--name`).
 fn default_name(files: &[PathBuf]) -> String {
     let stem = files
         .first()
@@ -202,9 +203,10 @@ fn default_name(files: &[PathBuf]) -> String {
         .unwrap_or_else(|| "batch".into());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("{stem}-{now}")
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{stem}-{now}-{}", &random[..8])
 }
 
 impl Submitter<'_> {

@@ -82,6 +82,7 @@ async fn crashes_between_object_commit_and_ack_are_recovered() {
             let report = setup.submit(&jobs(&setup, 40), &[]);
             let mut crashing = setup.spawn_worker("echo", &["--batch-size", "8"], Some(fault));
             let status = crashing.wait().unwrap();
+            eprintln!("case {fault} {backend:?}");
             assert!(
                 !status.success(),
                 "{fault}: the fault point should abort the worker"
