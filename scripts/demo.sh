@@ -27,14 +27,7 @@ echo "== worker (real model) until the queue is empty" >&2
 "$bin/worker" run --exit-when-idle
 echo "== summary" >&2
 "$bin/producer" status "$batch"
-"$bin/producer" results "$batch" | python3 -c '
-import json, sys
-print(f"{\"custom_id\":<14} {\"status\":<10} {\"tokens\":>6} {\"ms\":>6}  output")
-for line in sys.stdin:
-    r = json.loads(line)
-    text = (r["text"] or r["error"] or "").replace("\n", " / ")
-    print(f"{r[\"custom_id\"]:<14} {r[\"status\"]:<10} {r[\"completion_tokens\"] or 0:>6} {r[\"latency_ms\"] or 0:>6}  {text[:70]}")
-'
+"$bin/producer" results "$batch" | python3 scripts/results_table.py
 cat >&2 <<TXT
 == where the results are
   database:      ${BEAMLINE_DATABASE_URL:-sqlite://beamline-data/beamline.db}  (tables batches, jobs, results, rejected_lines; view batch_progress)

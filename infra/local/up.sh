@@ -13,6 +13,6 @@ s3_env="$("$root/infra/local/garage.sh" start)"
 cat <<ENV
 export BEAMLINE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$database
 export BEAMLINE_QUEUE_URL=amqp://guest:guest@127.0.0.1:5672/%2f
-export BEAMLINE_OBJECT_STORE=s3://beamline/
+export BEAMLINE_OBJECT_STORE=s3://beamline
 $s3_env
 ENV

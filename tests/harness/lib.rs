@@ -298,7 +298,10 @@ pub async fn assert_exactly_once(setup: &Setup, batch: Uuid) -> Vec<ExportRow> {
         .filter(|r| r.output_text.is_some() || r.status == "filtered")
         .collect();
     let lines = shard_lines(&objects, batch).await;
-    let keys = objects.list(&beamline_store::shard_prefix(batch)).await.unwrap();
+    let keys = objects
+        .list(&beamline_store::shard_prefix(batch))
+        .await
+        .unwrap();
     for r in &with_result {
         assert_eq!(
             lines.get(&r.job_id),

@@ -422,23 +422,47 @@ async fn worker_serves_prometheus_metrics() {
         prompt_line("b", "Plain text."),
     ];
     let report = setup.submit(&setup.write_jobs("jobs.jsonl", &lines), &[]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut worker = setup.spawn_worker("echo", &["--metrics-addr", &addr], None);
     let db = setup.db().await;
     let started = std::time::Instant::now();
-    while db.progress(batch_id(&report)).await.unwrap().unwrap().done() < 2 {
+    while db
+        .progress(batch_id(&report))
+        .await
+        .unwrap()
+        .unwrap()
+        .done()
+        < 2
+    {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut body = String::new();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     stream.read_to_string(&mut body).unwrap();
     worker.kill().unwrap();
     worker.wait().unwrap();
-    assert!(body.contains("beamline_jobs_total{status=\"succeeded\"} 2"), "{body}");
-    assert!(body.contains("beamline_rule_hits_total{rule=\"emails\",action=\"redact\"} 1"), "{body}");
-    assert!(body.contains("beamline_job_latency_seconds_bucket"), "{body}");
+    assert!(
+        body.contains("beamline_jobs_total{status=\"succeeded\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("beamline_rule_hits_total{rule=\"emails\",action=\"redact\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("beamline_job_latency_seconds_bucket"),
+        "{body}"
+    );
     assert!(body.contains("beamline_batch_size"), "{body}");
 }
