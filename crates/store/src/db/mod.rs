@@ -9,6 +9,63 @@
 mod postgres;
 mod sqlite;
 
+/// Row → struct mappings shared by both backends (their row types differ, the columns do not).
+macro_rules! from_columns {
+    (BatchRow, $r:expr, $at:expr) => {
+        BatchRow {
+            id: $r.get($at),
+            name: $r.get($at + 1),
+            status: $r.get($at + 2),
+            model: $r.get($at + 3),
+            total: $r.get($at + 4),
+            created_at: $r.get($at + 5),
+            finished_at: $r.get($at + 6),
+        }
+    };
+    (Progress, $r:expr, $at:expr) => {
+        Progress {
+            batch_id: $r.get($at),
+            name: $r.get($at + 1),
+            status: $r.get($at + 2),
+            total: $r.get($at + 3),
+            queued: $r.get($at + 4),
+            running: $r.get($at + 5),
+            succeeded: $r.get($at + 6),
+            failed: $r.get($at + 7),
+            filtered: $r.get($at + 8),
+            cancelled: $r.get($at + 9),
+        }
+    };
+    (ExportRow, $r:expr) => {
+        ExportRow {
+            job_id: $r.get(1),
+            custom_id: $r.get(2),
+            status: $r.get(3),
+            error: $r.get(4),
+            output_text: $r.get(5),
+            reasoning: $r.get(6),
+            candidates: $r.get(7),
+            rule_report: $r.get(8),
+            prompt_tokens: $r.get(9),
+            completion_tokens: $r.get(10),
+            finish_reason: $r.get(11),
+            model: $r.get(12),
+            latency_ms: $r.get(13),
+            object_uri: $r.get(14),
+        }
+    };
+    (RejectedLine, $r:expr) => {
+        RejectedLine {
+            file: $r.get(0),
+            line: $r.get(1),
+            custom_id: $r.get(2),
+            field: $r.get(3),
+            error: $r.get(4),
+        }
+    };
+}
+pub(crate) use from_columns;
+
 use std::time::Duration;
 
 use serde::Serialize;

@@ -10,7 +10,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::{BatchRow, ExportRow, NewJob, Outcome, Progress, RejectedLine, Result, StartedJob};
+use super::{
+    from_columns, BatchRow, ExportRow, NewJob, Outcome, Progress, RejectedLine, Result, StartedJob,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -209,15 +211,7 @@ async fn set_status(
 const BATCH_COLUMNS: &str = "id, name, status, model, total, created_at, finished_at";
 
 fn batch_row(r: &sqlx::sqlite::SqliteRow, at: usize) -> BatchRow {
-    BatchRow {
-        id: r.get(at),
-        name: r.get(at + 1),
-        status: r.get(at + 2),
-        model: r.get(at + 3),
-        total: r.get(at + 4),
-        created_at: r.get(at + 5),
-        finished_at: r.get(at + 6),
-    }
+    from_columns!(BatchRow, r, at)
 }
 
 pub(super) async fn finish_if_done(pool: &SqlitePool, batch_id: Uuid) -> Result<Option<BatchRow>> {
@@ -255,18 +249,7 @@ const PROGRESS_COLUMNS: &str =
     "p.batch_id, p.name, p.status, p.total, p.queued, p.running, p.succeeded, p.failed, p.filtered, p.cancelled";
 
 fn progress_row(r: &sqlx::sqlite::SqliteRow, at: usize) -> Progress {
-    Progress {
-        batch_id: r.get(at),
-        name: r.get(at + 1),
-        status: r.get(at + 2),
-        total: r.get(at + 3),
-        queued: r.get(at + 4),
-        running: r.get(at + 5),
-        succeeded: r.get(at + 6),
-        failed: r.get(at + 7),
-        filtered: r.get(at + 8),
-        cancelled: r.get(at + 9),
-    }
+    from_columns!(Progress, r, at)
 }
 
 pub(super) async fn progress(pool: &SqlitePool, batch_id: Uuid) -> Result<Option<Progress>> {
@@ -322,27 +305,7 @@ pub(super) async fn export(
     .await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                ExportRow {
-                    job_id: r.get(1),
-                    custom_id: r.get(2),
-                    status: r.get(3),
-                    error: r.get(4),
-                    output_text: r.get(5),
-                    reasoning: r.get(6),
-                    candidates: r.get(7),
-                    rule_report: r.get(8),
-                    prompt_tokens: r.get(9),
-                    completion_tokens: r.get(10),
-                    finish_reason: r.get(11),
-                    model: r.get(12),
-                    latency_ms: r.get(13),
-                    object_uri: r.get(14),
-                },
-            )
-        })
+        .map(|r| (r.get(0), from_columns!(ExportRow, r)))
         .collect())
 }
 
@@ -423,13 +386,7 @@ pub(super) async fn rejected(pool: &SqlitePool, batch_id: Uuid) -> Result<Vec<Re
     .await?;
     Ok(rows
         .iter()
-        .map(|r| RejectedLine {
-            file: r.get(0),
-            line: r.get(1),
-            custom_id: r.get(2),
-            field: r.get(3),
-            error: r.get(4),
-        })
+        .map(|r| from_columns!(RejectedLine, r))
         .collect())
 }
 
