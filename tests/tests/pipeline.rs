@@ -466,3 +466,48 @@ async fn worker_serves_prometheus_metrics() {
     );
     assert!(body.contains("beamline_batch_size"), "{body}");
 }
+
+/// Image jobs: the producer uploads local images under a content hash (format from the bytes)
+/// and rejects what is not an image; a text model's worker fails the job with a clear error.
+#[tokio::test]
+async fn images_are_uploaded_by_content_and_checked() {
+    let setup = Setup::new(Backend::Embedded, "images");
+    // A 1x1 PNG named .jpg: the extension comes from the bytes.
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
+    std::fs::write(setup.dir.join("cat.jpg"), png).unwrap();
+    std::fs::write(setup.dir.join("notes.png"), b"not an image").unwrap();
+    let file = setup.write_jobs(
+        "images.jsonl",
+        &[
+            json!({"custom_id": "cat", "image": "cat.jpg", "task": "caption"}).to_string(),
+            json!({"custom_id": "fake", "image": "notes.png"}).to_string(),
+            json!({"custom_id": "missing", "image": "nowhere.png"}).to_string(),
+        ],
+    );
+    let report = setup.submit(&file, &[]);
+    assert_eq!(report["accepted"], 1, "{report}");
+    let reasons: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons[0].contains("not a PNG, JPEG, GIF or WebP"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("cannot read"), "{reasons:?}");
+    let batch = batch_id(&report);
+    let objects = setup.objects().await;
+    let inputs = objects.list(&format!("inputs/{batch}")).await.unwrap();
+    assert_eq!(inputs.len(), 1);
+    assert!(inputs[0].ends_with(".png"), "{inputs:?}");
+    setup.run_worker("model", &[]);
+    let rows = assert_exactly_once(&setup, batch).await;
+    assert_eq!(rows[0].status, "failed");
+    assert!(
+        rows[0].error.as_deref().unwrap().contains("text only"),
+        "{:?}",
+        rows[0].error
+    );
+}
