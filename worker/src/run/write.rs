@@ -196,6 +196,13 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
         metrics::histogram!(beamline_telemetry::JOB_LATENCY_SECONDS)
             .record(held.delivery.received.elapsed().as_secs_f64());
         forget(shared, &held);
+        tracing::debug!(
+            batch_id = %held.message.batch_id,
+            job_id = %held.message.job_id,
+            custom_id = %held.message.custom_id,
+            status,
+            "Job settled."
+        );
         match settle {
             Settle::Ack => held.delivery.ack().await,
             Settle::Requeue => held.delivery.requeue().await,
@@ -203,6 +210,8 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
         };
     }
     metrics::histogram!(beamline_telemetry::BATCH_SIZE).record(size as f64);
+    let ids: Vec<String> = batches.iter().map(Uuid::to_string).collect();
+    tracing::info!(batch_ids = ?ids, jobs = size, tokens, "Results written.");
     metrics::counter!(beamline_telemetry::TOKENS_GENERATED_TOTAL).increment(tokens);
     // 4. Batches that have nothing left to run end here, with their manifests.
     for batch in batches {
