@@ -33,7 +33,14 @@ impl ObjectStore {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let shared = aws_config::load_from_env().await;
+            // A stalled server must not hold a writer (and its deliveries) forever.
+            let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .operation_timeout(std::time::Duration::from_secs(120))
+                .build();
             let config = aws_sdk_s3::config::Builder::from(&shared)
+                .timeout_config(timeouts)
                 // S3-compatible servers are addressed by path; some reject the SDK's default
                 // CRC32 checksums (RELIABILITY.md), so send them only where S3 requires them.
                 .force_path_style(true)
