@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use beamline_engine::{DeviceChoice, Engine, EngineOptions, QuantMode};
 use clap::Args;
-use serde::Deserialize;
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -31,23 +30,6 @@ pub struct ModelArgs {
     pub models_config: PathBuf,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Catalog {
-    #[allow(dead_code)]
-    default: Option<String>,
-    #[serde(default)]
-    models: std::collections::BTreeMap<String, CatalogEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogEntry {
-    path: PathBuf,
-    #[allow(dead_code)]
-    description: Option<String>,
-}
-
 impl ModelArgs {
     /// The model's file or folder: the argument itself when it exists, else a catalog entry
     /// (relative paths in the catalog are relative to the folder holding `configs/`).
@@ -56,32 +38,20 @@ impl ModelArgs {
         if direct.exists() {
             return Ok(direct.to_path_buf());
         }
-        let text = std::fs::read_to_string(&self.models_config).with_context(|| {
-            format!(
-                "'{}' is no file or folder, and the model catalog {} cannot be read",
-                self.model,
-                self.models_config.display()
-            )
-        })?;
-        let catalog: Catalog = toml::from_str(&text)
-            .with_context(|| format!("{}: invalid catalog", self.models_config.display()))?;
-        let Some(entry) = catalog.models.get(&self.model) else {
-            let known: Vec<&String> = catalog.models.keys().collect();
+        let catalog =
+            beamline_config::ModelCatalog::load(&self.models_config).with_context(|| {
+                format!(
+                    "'{}' is no file or folder, and the model catalog cannot be read",
+                    self.model
+                )
+            })?;
+        let Some(path) = catalog.path_of(&self.model) else {
             bail!(
-                "model '{}' is no file or folder and not in {} (known: {known:?})",
+                "model '{}' is no file or folder and not in {} (known: {:?})",
                 self.model,
-                self.models_config.display()
+                self.models_config.display(),
+                catalog.names()
             );
-        };
-        let base = self
-            .models_config
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("."));
-        let path = if entry.path.is_absolute() {
-            entry.path.clone()
-        } else {
-            base.join(&entry.path)
         };
         if !path.exists() {
             bail!(
