@@ -55,10 +55,23 @@ pub async fn finish_batch(
     objects: &ObjectStore,
     batch_id: Uuid,
 ) -> Result<Option<Manifest>, ManifestError> {
-    let Some(batch) = db.finish_if_done(batch_id).await? else {
+    let patience = std::time::Duration::from_secs(60);
+    let Some(batch) = db.retry(patience, || db.finish_if_done(batch_id)).await? else {
         return Ok(None);
     };
-    let manifest = write_manifest(db, objects, batch).await?;
+    // The batch is marked finished now, so no later call will write its manifest: retry here.
+    let mut wait = std::time::Duration::from_millis(200);
+    let manifest = loop {
+        match write_manifest(db, objects, batch.clone()).await {
+            Ok(m) => break m,
+            Err(e) if wait < std::time::Duration::from_secs(10) => {
+                tracing::warn!(error = %e, batch_id = %batch_id, "Manifest not written; retrying.");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::info!(
         batch_id = %batch_id,
         shards = manifest.shards.len(),
