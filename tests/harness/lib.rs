@@ -334,3 +334,44 @@ pub fn batch_id(report: &Value) -> Uuid {
 pub fn prompt_line(custom_id: &str, prompt: &str) -> String {
     serde_json::json!({"custom_id": custom_id, "prompt": prompt}).to_string()
 }
+
+/// The shape of every service-disruption test: `jobs` echo jobs, a slow worker, `disrupt` once
+/// 30 of them are done, then a second worker for whatever the first left, and the promise
+/// checked: every job succeeded exactly once.
+pub async fn survives_disruption(
+    setup: &Setup,
+    jobs: usize,
+    disrupt: impl std::future::Future<Output = ()>,
+) {
+    let lines: Vec<String> = (0..jobs)
+        .map(|i| prompt_line(&format!("j{i}"), "x"))
+        .collect();
+    let report = setup.submit(&setup.write_jobs("jobs.jsonl", &lines), &[]);
+    let batch = batch_id(&report);
+    let worker = setup.spawn_worker("echo", &["--batch-size", "8"], Some("slow_ms=10"));
+    {
+        let db = setup.db().await;
+        let started = std::time::Instant::now();
+        while db.progress(batch).await.unwrap().unwrap().done() < 30 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "no progress"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    disrupt.await;
+    let out = worker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The worker may have gone idle while the service was away; a second run finishes the rest.
+    setup.run_worker("echo", &["--batch-size", "8"]);
+    let rows = assert_exactly_once(setup, batch).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.status == "succeeded").count(),
+        jobs
+    );
+}

@@ -2,8 +2,6 @@
 //! binary, since the stall would disturb tests beside it. Writers wait or retry; no result row
 //! exists without its shard line, and nothing is lost.
 
-use std::time::{Duration, Instant};
-
 use beamline_tests::*;
 
 fn signal_garage(signal: &str) {
@@ -25,30 +23,10 @@ fn signal_garage(signal: &str) {
 #[tokio::test]
 async fn s3_stall_mid_run_loses_nothing() {
     let setup = Setup::new(Backend::Cluster, "s3stall");
-    let lines: Vec<String> = (0..200)
-        .map(|i| prompt_line(&format!("j{i}"), "x"))
-        .collect();
-    let report = setup.submit(&setup.write_jobs("jobs.jsonl", &lines), &[]);
-    let batch = batch_id(&report);
-    let worker = setup.spawn_worker("echo", &["--batch-size", "8"], Some("slow_ms=10"));
-    {
-        let db = setup.db().await;
-        let started = Instant::now();
-        while db.progress(batch).await.unwrap().unwrap().done() < 30 {
-            assert!(started.elapsed() < Duration::from_secs(60));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    signal_garage("-STOP");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    signal_garage("-CONT");
-    let out = worker.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    setup.run_worker("echo", &["--batch-size", "8"]);
-    let rows = assert_exactly_once(&setup, batch).await;
-    assert_eq!(rows.iter().filter(|r| r.status == "succeeded").count(), 200);
+    survives_disruption(&setup, 200, async {
+        signal_garage("-STOP");
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+        signal_garage("-CONT");
+    })
+    .await;
 }
