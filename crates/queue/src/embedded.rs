@@ -107,13 +107,6 @@ impl EmbeddedQueue {
         .await?;
         Ok(n as u64)
     }
-
-    pub async fn dead_letters(&mut self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_dead")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
 }
 
 pub struct EmbeddedConsumer {

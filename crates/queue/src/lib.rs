@@ -125,14 +125,6 @@ impl JobQueue {
             q.close().await;
         }
     }
-
-    /// Messages in the dead-letter queue (all models).
-    pub async fn dead_letters(&mut self) -> Result<u64> {
-        match self {
-            JobQueue::Amqp(q) => q.dead_letters().await,
-            JobQueue::Embedded(q) => q.dead_letters().await,
-        }
-    }
 }
 
 impl Consumer {

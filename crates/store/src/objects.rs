@@ -66,6 +66,15 @@ impl ObjectStore {
         }
     }
 
+    /// Builds the error for an operation on `key` from its reason.
+    fn failure(&self, key: &str) -> impl Fn(String) -> ObjectError {
+        let uri = self.uri(key);
+        move |reason| ObjectError::Failed {
+            uri: uri.clone(),
+            reason,
+        }
+    }
+
     /// The URI a key is stored under, as recorded in `results.object_uri`.
     pub fn uri(&self, key: &str) -> String {
         match self {
@@ -83,10 +92,7 @@ impl ObjectStore {
         bytes: Vec<u8>,
         content_type: &str,
     ) -> Result<(), ObjectError> {
-        let fail = |reason: String| ObjectError::Failed {
-            uri: self.uri(key),
-            reason,
-        };
+        let fail = self.failure(key);
         match self {
             ObjectStore::S3 {
                 client,
@@ -116,10 +122,7 @@ impl ObjectStore {
 
     /// The object's bytes, or `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ObjectError> {
-        let fail = |reason: String| ObjectError::Failed {
-            uri: self.uri(key),
-            reason,
-        };
+        let fail = self.failure(key);
         match self {
             ObjectStore::S3 {
                 client,
@@ -151,10 +154,7 @@ impl ObjectStore {
 
     /// Keys under `prefix` (relative to the store's own prefix), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
-        let fail = |reason: String| ObjectError::Failed {
-            uri: self.uri(prefix),
-            reason,
-        };
+        let fail = self.failure(prefix);
         let mut keys = Vec::new();
         match self {
             ObjectStore::S3 {
@@ -206,10 +206,7 @@ impl ObjectStore {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
-        let fail = |reason: String| ObjectError::Failed {
-            uri: self.uri(key),
-            reason,
-        };
+        let fail = self.failure(key);
         match self {
             ObjectStore::S3 {
                 client,

@@ -13,7 +13,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 
 use super::consumer::AmqpConsumer;
-use super::topology::{self, routing_key, DEAD_QUEUE, EXCHANGE};
+use super::topology::{self, routing_key, EXCHANGE};
 use crate::{queue_name, QueueError, QueueOptions, Result};
 
 /// How long a publish keeps retrying through a broker outage.
@@ -168,9 +168,5 @@ impl AmqpQueue {
     pub async fn depth(&mut self, model: &str) -> Result<u64> {
         Ok(self.message_count(&queue_name(model, false)).await?
             + self.message_count(&queue_name(model, true)).await?)
-    }
-
-    pub async fn dead_letters(&mut self) -> Result<u64> {
-        self.message_count(DEAD_QUEUE).await
     }
 }
