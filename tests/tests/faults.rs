@@ -47,8 +47,8 @@ async fn kill_mid_batch_and_restart(backend: Backend) {
             .unwrap()
             .done();
         wait_for_done(&setup, batch, before + 60).await;
-        worker.kill().unwrap(); // SIGKILL, mid-batch
-        worker.wait().unwrap();
+        worker.kill(); // SIGKILL, mid-batch
+        worker.finish();
     }
     setup.run_worker("echo", &["--batch-size", "16"]);
     let rows = assert_exactly_once(&setup, batch).await;
@@ -80,8 +80,8 @@ async fn crashes_between_object_commit_and_ack_are_recovered() {
             // A dead worker's leases (embedded queue) come back after the visibility timeout.
             setup.var("BEAMLINE_WORKER_IDLE_EXIT_S", "4");
             let report = setup.submit(&jobs(&setup, 40), &[]);
-            let mut crashing = setup.spawn_worker("echo", &["--batch-size", "8"], Some(fault));
-            let status = crashing.wait().unwrap();
+            let crashing = setup.spawn_worker("echo", &["--batch-size", "8"], Some(fault));
+            let status = crashing.finish().status;
             eprintln!("case {fault} {backend:?}");
             assert!(
                 !status.success(),
@@ -116,7 +116,7 @@ async fn sigterm_drains_within_the_grace_period() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = worker.wait_with_output().unwrap();
+    let out = worker.finish();
     assert!(
         out.status.success(),
         "exit {:?}: {}",

@@ -42,8 +42,8 @@ async fn worker_serves_prometheus_metrics() {
     )
     .unwrap();
     stream.read_to_string(&mut body).unwrap();
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    worker.kill();
+    worker.finish();
     assert!(
         body.contains("beamline_jobs_total{status=\"succeeded\"} 2"),
         "{body}"

@@ -342,8 +342,8 @@ async fn poison_jobs_fail_alone_after_the_delivery_limit() {
             .collect();
         lines.insert(7, prompt_line("poison", "this one is POISON"));
         let report = setup.submit(&setup.write_jobs("jobs.jsonl", &lines), &[]);
-        let mut worker = setup.spawn_worker("echo", &[], Some("poison=POISON"));
-        assert!(worker.wait().unwrap().success());
+        let worker = setup.spawn_worker("echo", &[], Some("poison=POISON"));
+        assert!(worker.finish().status.success());
         let rows = assert_exactly_once(&setup, batch_id(&report)).await;
         let poison = rows.iter().find(|r| r.custom_id == "poison").unwrap();
         assert_eq!(poison.status, "failed", "{backend:?}");

@@ -3,6 +3,8 @@
 
 use beamline_jobs::JobMessage;
 
+use crate::amqp::bounded;
+
 /// How to settle a delivery with its backend.
 pub enum AckHandle {
     Amqp(lapin::acker::Acker),
@@ -28,10 +30,10 @@ impl Delivery {
     /// ack: the job will be delivered again, and its final row makes that redelivery a no-op.
     pub async fn ack(self) -> bool {
         match self.handle {
-            AckHandle::Amqp(acker) => acker
-                .ack(lapin::options::BasicAckOptions::default())
-                .await
-                .is_ok(),
+            AckHandle::Amqp(acker) => {
+                let ack = acker.ack(lapin::options::BasicAckOptions::default());
+                bounded("ack", ack).await.is_ok()
+            }
             AckHandle::Embedded { pool, id, lease } => {
                 crate::embedded::settle(&pool, id, &lease, crate::embedded::Settle::Ack).await
             }
@@ -41,13 +43,13 @@ impl Delivery {
     /// Hands the job back to the queue (a transient failure, or a drain).
     pub async fn requeue(self) -> bool {
         match self.handle {
-            AckHandle::Amqp(acker) => acker
-                .nack(lapin::options::BasicNackOptions {
+            AckHandle::Amqp(acker) => {
+                let nack = acker.nack(lapin::options::BasicNackOptions {
                     requeue: true,
                     multiple: false,
-                })
-                .await
-                .is_ok(),
+                });
+                bounded("nack", nack).await.is_ok()
+            }
             AckHandle::Embedded { pool, id, lease } => {
                 crate::embedded::settle(&pool, id, &lease, crate::embedded::Settle::Requeue).await
             }
@@ -57,10 +59,10 @@ impl Delivery {
     /// Moves the job to the dead-letter queue (`beamline.dead`).
     pub async fn dead_letter(self, reason: &str) -> bool {
         match self.handle {
-            AckHandle::Amqp(acker) => acker
-                .reject(lapin::options::BasicRejectOptions { requeue: false })
-                .await
-                .is_ok(),
+            AckHandle::Amqp(acker) => {
+                let reject = acker.reject(lapin::options::BasicRejectOptions { requeue: false });
+                bounded("reject", reject).await.is_ok()
+            }
             AckHandle::Embedded { pool, id, lease } => {
                 crate::embedded::settle(
                     &pool,

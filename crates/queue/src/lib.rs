@@ -30,6 +30,8 @@ pub enum QueueError {
     Sqlite(#[from] sqlx::Error),
     #[error("queue: {0}")]
     Other(String),
+    #[error("RabbitMQ did not answer {what} within {seconds} s")]
+    Timeout { what: &'static str, seconds: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, QueueError>;

@@ -11,7 +11,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
-use super::topology;
+use super::{bounded, topology};
 use crate::{queue_name, AckHandle, Delivery, Result};
 
 struct Link {
@@ -80,7 +80,7 @@ impl AmqpConsumer {
     /// The live link, reconnecting with backoff (bounded by `deadline`) when there is none.
     async fn link(&mut self, deadline: tokio::time::Instant) -> Option<&mut Link> {
         while self.link.is_none() {
-            match self.open().await {
+            match bounded("connect", self.open()).await {
                 Ok(link) => {
                     tracing::info!(model = %self.model, prefetch = self.prefetch, "Consuming from RabbitMQ.");
                     self.link = Some(link);
@@ -146,7 +146,7 @@ impl AmqpConsumer {
 
     pub async fn close(&mut self) {
         if let Some(link) = self.link.take() {
-            let _ = link.connection.close(200, "bye").await;
+            let _ = bounded("close", link.connection.close(200, "bye")).await;
         }
     }
 
@@ -156,10 +156,11 @@ impl AmqpConsumer {
         self.stopped = true;
         if let Some(link) = &self.link {
             for consumer in [&link.high, &link.normal] {
-                let _ = link
+                let tag = consumer.tag();
+                let cancel = link
                     .channel
-                    .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
-                    .await;
+                    .basic_cancel(tag.as_str(), BasicCancelOptions::default());
+                let _ = bounded("cancel", cancel).await;
             }
         }
     }

@@ -12,6 +12,7 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 
+use super::bounded;
 use super::consumer::AmqpConsumer;
 use super::topology::{self, routing_key, EXCHANGE};
 use crate::{queue_name, QueueError, QueueOptions, Result};
@@ -50,16 +51,21 @@ impl AmqpQueue {
         }
         self.link = None;
         self.declared.clear();
-        let conn = topology::connect(&self.url).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let open = async {
+            let conn = topology::connect(&self.url).await?;
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<_, crate::QueueError>((conn, ch))
+        };
+        let (conn, ch) = bounded("connect", open).await?;
         self.link = Some((conn, ch.clone()));
         Ok(ch)
     }
 
     async fn ensure_lane(&mut self, channel: &Channel, model: &str) -> Result<()> {
         if !self.declared.contains(model) {
-            topology::declare(channel, model, self.broker_delivery_limit()).await?;
+            let declare = topology::declare(channel, model, self.broker_delivery_limit());
+            bounded("declare", declare).await?;
             self.declared.insert(model.to_string());
         }
         Ok(())
@@ -98,25 +104,25 @@ impl AmqpQueue {
             for m in window {
                 self.ensure_lane(&channel, &m.model).await?;
                 let body = serde_json::to_vec(m).expect("job messages serialize");
-                let confirm = channel
-                    .basic_publish(
-                        EXCHANGE,
-                        &routing_key(&m.model, m.priority > 0),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &body,
-                        BasicProperties::default()
-                            .with_delivery_mode(2)
-                            .with_content_type("application/json".into())
-                            .with_message_id(m.job_id.clone().into()),
-                    )
-                    .await?;
+                let key = routing_key(&m.model, m.priority > 0);
+                let publish = channel.basic_publish(
+                    EXCHANGE,
+                    &key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into())
+                        .with_message_id(m.job_id.clone().into()),
+                );
+                let confirm = bounded("publish", publish).await?;
                 confirms.push((m, confirm));
             }
             for (m, confirm) in confirms {
-                match confirm.await? {
+                match bounded("publish confirm", confirm).await? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
                     Confirmation::Ack(Some(returned)) => {
                         return Err(QueueError::Other(format!(
@@ -135,7 +141,7 @@ impl AmqpQueue {
 
     pub async fn close(&mut self) {
         if let Some((conn, _)) = self.link.take() {
-            let _ = conn.close(200, "bye").await;
+            let _ = bounded("close", conn.close(200, "bye")).await;
         }
     }
 
@@ -145,16 +151,15 @@ impl AmqpQueue {
 
     async fn message_count(&mut self, queue: &str) -> Result<u64> {
         let channel = self.channel().await?;
-        let q = channel
-            .queue_declare(
-                queue,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let declare = channel.queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        );
+        let q = bounded("queue depth", declare).await;
         match q {
             Ok(q) => Ok(q.message_count() as u64),
             // A passive declare of a missing queue closes the channel: reopen next time.
