@@ -1,9 +1,28 @@
 //! Times the CPU block kernels on SmolLM2-135M's matrix shapes (one decoding step's worth of
-//! matmuls) for a few batch sizes: `cargo run --release -p beamline-engine --example kernel_bench`.
+//! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`), the
+//! per-row kernels with 8-bit activations (`matmul_i8`) and the register-tiled GEMM on expanded
+//! panels (`gemm`). Prints wall and CPU milliseconds per step (CPU time still means something
+//! on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{matmul, BlockMatrix};
+use beamline_engine::cpu::{gemm, matmul, matmul_i8, BlockMatrix};
+
+/// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
+/// it counts the kernels' own work where wall time would count the neighbours' too.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
 
 fn main() {
     // (rows, cols) of one layer's fused qkv, o, fused gate/up, down; 30 layers; then the lm_head.
@@ -25,24 +44,45 @@ fn main() {
             }
         })
         .collect();
-    for m in [1usize, 16, 64] {
-        let mut out_all = Vec::new();
-        let started = Instant::now();
-        let reps = if m == 1 { 20 } else { 3 };
-        for _ in 0..reps {
-            for (w, &(r, c)) in mats.iter().zip(&shapes) {
-                let x = vec![0.5f32; m * c];
-                let mut out = vec![0f32; m * r];
-                matmul(w, &x, m, &mut out);
-                out_all.push(out[0]);
+    let kernels = ["matmul", "matmul_i8", "gemm"];
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1, 2, 4, 8, 16, 32, 64]
+    } else {
+        sizes
+    };
+    for m in sizes {
+        let mut line = format!("batch {m:>3}:");
+        for kernel in kernels {
+            let mut out_all = Vec::new();
+            let reps = if m <= 4 { 30 } else { 6 };
+            let started = Instant::now();
+            let cpu_started = cpu_seconds();
+            for _ in 0..reps {
+                for (w, &(r, c)) in mats.iter().zip(&shapes) {
+                    let x = vec![0.5f32; m * c];
+                    let mut out = vec![0f32; m * r];
+                    match kernel {
+                        "matmul" => matmul(w, &x, m, &mut out),
+                        "gemm" => gemm(w, &x, m, &mut out),
+                        _ => matmul_i8(w, &x, m, &mut out),
+                    }
+                    out_all.push(out[0]);
+                }
             }
+            let per_step = started.elapsed().as_secs_f64() / reps as f64;
+            let cpu_per_step = (cpu_seconds() - cpu_started) / reps as f64;
+            line += &format!(
+                "  {kernel} {:6.1} ms ({:5.1} cpu-ms, {:5.0} tok/s)",
+                per_step * 1e3,
+                cpu_per_step * 1e3,
+                m as f64 / per_step
+            );
+            std::hint::black_box(out_all);
         }
-        let per_step = started.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "batch {m:>3}: {:.1} ms per step, {:.0} tokens/s from matmuls alone",
-            per_step * 1e3,
-            m as f64 / per_step
-        );
-        std::hint::black_box(out_all);
+        println!("{line}");
     }
 }

@@ -54,6 +54,22 @@ pub struct Engine {
     options: EngineOptions,
 }
 
+/// Hands the allocator's free pages back to the system. Loading makes and drops transient copies
+/// of every tensor (float expansions, re-packing); glibc keeps such pages in its arenas, and
+/// they would count as the engine's resident memory for the rest of the run.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` takes no pointers and may be called at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// The result of `score`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScoreOutput {
@@ -68,7 +84,7 @@ impl Engine {
     pub fn load(path: &Path, options: EngineOptions) -> Result<Engine> {
         let device = device::resolve(options.device)?;
         if device == Device::Cpu && crate::cpu::available() {
-            // The block kernels run on rayon's threads. libtorch's OpenMP workers spin-wait
+            // The block kernels run on their own pool (cpu::pool). libtorch's OpenMP workers spin-wait
             // between parallel regions and would take the cores from them (measured: 40% of
             // the time in libgomp's spin loop); the ops left to libtorch here are small.
             tch::set_num_threads(1);
@@ -79,6 +95,7 @@ impl Engine {
         } else {
             load_gguf(path, options.quant, device)?
         };
+        release_free_memory();
         let chat_template = match template_source {
             Some(source) => Some(ChatTemplate::new(
                 &source,

@@ -119,19 +119,19 @@ impl Linear {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
             Linear::Blocks { matrix, .. } => {
-                let (x2, lead) = flatten(&x.to_kind(Kind::Float).contiguous());
+                let (x2, lead) = flatten(&x.to_kind(Kind::Float));
+                let x2 = x2.contiguous();
                 let m = x2.size()[0] as usize;
-                let y = if m >= cpu::DENSE_TILE_MIN_ROWS {
-                    cpu::dense_tiles(matrix, &x2)
-                } else {
-                    let rows = matrix.rows();
-                    let mut out = vec![0f32; m * rows];
-                    let mut input = vec![0f32; x2.numel()];
-                    let n = input.len();
-                    x2.copy_data(&mut input, n);
-                    cpu::matmul(matrix, &input, m, &mut out);
-                    Tensor::from_slice(&out).view([m as i64, rows as i64])
-                };
+                let rows = matrix.rows();
+                let y = Tensor::empty([m as i64, rows as i64], (Kind::Float, Device::Cpu));
+                // SAFETY: both tensors are contiguous float32 on the CPU, of exactly these
+                // sizes, and live until the end of the block; `y` was just allocated, so nothing
+                // else aliases it.
+                unsafe {
+                    let input = std::slice::from_raw_parts(x2.data_ptr() as *const f32, x2.numel());
+                    let out = std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * rows);
+                    cpu::multiply(matrix, input, m, out);
+                }
                 unflatten(y, &lead)
             }
             Linear::Int8 { weight, scales, .. } => {

@@ -57,13 +57,13 @@ pub mod portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{Q4Block, Q8Block, BLOCK};
 
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
+    pub(in crate::cpu) fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
         let s = _mm_add_ps(lo, hi);
@@ -74,7 +74,7 @@ mod avx2 {
 
     /// The 32 codes of a 4-bit block as four vectors of 8 floats, in element order.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_floats(b: &Q4Block) -> [__m256; 4] {
+    pub(in crate::cpu) unsafe fn q4_floats(b: &Q4Block) -> [__m256; 4] {
         // SAFETY: reads the block's 16 code bytes.
         let packed = unsafe { _mm_loadu_si128(b.qs.as_ptr() as *const __m128i) };
         let mask = _mm_set1_epi8(0x0F);
@@ -91,7 +91,7 @@ mod avx2 {
 
     /// The 32 codes of an 8-bit block as four vectors of 8 floats.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_floats(b: &Q8Block) -> [__m256; 4] {
+    pub(in crate::cpu) unsafe fn q8_floats(b: &Q8Block) -> [__m256; 4] {
         let p = b.qs.as_ptr() as *const __m128i;
         // SAFETY: reads the block's 32 code bytes as two 16-byte halves.
         let (a, c) = unsafe { (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1))) };

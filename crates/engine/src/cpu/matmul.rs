@@ -1,11 +1,10 @@
 //! `y = x W^T` for a batch of activation rows. Output rows of `W` are split into chunks across
-//! rayon's threads; within a chunk each weight row is reused for every activation row while it
+//! the kernel pool's threads; within a chunk each weight row is reused for every activation row while it
 //! sits in L1.
-
-use rayon::prelude::*;
 
 use super::blocks::{BlockMatrix, BLOCK};
 use super::dot;
+use super::pool;
 
 /// Rows of `W` per parallel task: enough work to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 64;
@@ -17,54 +16,40 @@ pub fn matmul(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), m * rows);
     let per_row = cols / BLOCK;
     let sums = dot::block_sums(x);
-    let (x, sums) = (&x, &sums);
-    // Each task produces a [m, chunk] tile; tiles are scattered into `out` afterwards.
-    let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|task| {
-            let start = task * ROWS_PER_TASK;
-            let end = (start + ROWS_PER_TASK).min(rows);
-            let width = end - start;
-            let mut tile = vec![0f32; m * width];
-            let x_row = |i: usize| &x[i * cols..(i + 1) * cols];
-            let sum_row = |i: usize| &sums[i * per_row..(i + 1) * per_row];
-            for r in start..end {
-                let span = r * per_row..(r + 1) * per_row;
-                let mut i = 0;
-                // Four activation rows at a time share each expanded weight block.
-                while i + 4 <= m {
-                    let xs = [x_row(i), x_row(i + 1), x_row(i + 2), x_row(i + 3)];
-                    let four = match w {
-                        BlockMatrix::Q4 { blocks, .. } => {
-                            let ss = [sum_row(i), sum_row(i + 1), sum_row(i + 2), sum_row(i + 3)];
-                            dot::q4_x4(&blocks[span.clone()], xs, ss)
-                        }
-                        BlockMatrix::Q8 { blocks, .. } => dot::q8_x4(&blocks[span.clone()], xs),
-                    };
-                    for (j, v) in four.into_iter().enumerate() {
-                        tile[(i + j) * width + (r - start)] = v;
+    pool::by_row_chunks(rows, ROWS_PER_TASK, m, out, |start, end| {
+        let width = end - start;
+        let mut tile = vec![0f32; m * width];
+        let x_row = |i: usize| &x[i * cols..(i + 1) * cols];
+        let sum_row = |i: usize| &sums[i * per_row..(i + 1) * per_row];
+        for r in start..end {
+            let span = r * per_row..(r + 1) * per_row;
+            let mut i = 0;
+            // Four activation rows at a time share each expanded weight block.
+            while i + 4 <= m {
+                let xs = [x_row(i), x_row(i + 1), x_row(i + 2), x_row(i + 3)];
+                let four = match w {
+                    BlockMatrix::Q4 { blocks, .. } => {
+                        let ss = [sum_row(i), sum_row(i + 1), sum_row(i + 2), sum_row(i + 3)];
+                        dot::q4_x4(&blocks[span.clone()], xs, ss)
                     }
-                    i += 4;
+                    BlockMatrix::Q8 { blocks, .. } => dot::q8_x4(&blocks[span.clone()], xs),
+                };
+                for (j, v) in four.into_iter().enumerate() {
+                    tile[(i + j) * width + (r - start)] = v;
                 }
-                for i in i..m {
-                    tile[i * width + (r - start)] = match w {
-                        BlockMatrix::Q4 { blocks, .. } => {
-                            dot::q4(&blocks[span.clone()], x_row(i), sum_row(i))
-                        }
-                        BlockMatrix::Q8 { blocks, .. } => dot::q8(&blocks[span.clone()], x_row(i)),
-                    };
-                }
+                i += 4;
             }
-            (start, tile)
-        })
-        .collect();
-    for (start, tile) in tiles {
-        let width = tile.len() / m.max(1);
-        for i in 0..m {
-            out[i * rows + start..i * rows + start + width]
-                .copy_from_slice(&tile[i * width..(i + 1) * width]);
+            for i in i..m {
+                tile[i * width + (r - start)] = match w {
+                    BlockMatrix::Q4 { blocks, .. } => {
+                        dot::q4(&blocks[span.clone()], x_row(i), sum_row(i))
+                    }
+                    BlockMatrix::Q8 { blocks, .. } => dot::q8(&blocks[span.clone()], x_row(i)),
+                };
+            }
         }
-    }
+        tile
+    });
 }
 
 #[cfg(test)]

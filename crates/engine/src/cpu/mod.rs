@@ -6,22 +6,41 @@
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
 //! block, against float32 activations. Activations are not quantized (an 8-bit activation
 //! kernel, llama.cpp's way, was tried first: SmolLM2's greedy agreement with the float model fell
-//! from 74% to 59%). Rows are split across rayon's threads.
+//! from 74% to 59%). Rows are split across the threads of `pool`.
 //!
 //! # Layout
 //! - `blocks`: the block formats and building them from codes or floats.
 //! - `dot`: one weight row · one float activation row, AVX2 and portable versions.
 //! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
-//! - `tiles`: wide batches, through float32 tiles and libtorch's GEMM.
+//! - `int8`: decoding rows with 8-bit activations (`maddubs`), llama.cpp's way.
+//! - `expand`: block rows expanded to floats, for the GEMM's panels.
+//! - `pool`: the fork-join pool the kernels split their rows over (spins between calls).
+//! - `gemm`: wide batches: panels of expanded rows times every activation row, register-tiled.
 
 mod blocks;
 mod dot;
+mod expand;
+mod gemm;
+mod int8;
 mod matmul;
-mod tiles;
+pub mod pool;
 
 pub use blocks::{BlockMatrix, Q4Block, Q8Block};
+pub use gemm::gemm;
+pub use int8::matmul_i8;
 pub use matmul::matmul;
-pub use tiles::{dense_tiles, DENSE_TILE_MIN_ROWS};
+
+/// From this many activation rows on, [`gemm`] beats the per-row dot kernels of [`matmul`].
+pub const GEMM_MIN_ROWS: usize = 8;
+
+/// `y = x W^T` by whichever kernel suits `m` rows.
+pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    if m >= GEMM_MIN_ROWS {
+        gemm(w, x, m, out)
+    } else {
+        matmul(w, x, m, out)
+    }
+}
 
 /// Whether the fast path can run here.
 pub fn available() -> bool {
