@@ -19,6 +19,7 @@ const NOT_SETTINGS: &[&str] = &[
     "BEAMLINE_PYTHON",
     "BEAMLINE_CACHE",
     "BEAMLINE_LIBTORCH_LIB",
+    "BEAMLINE_KERNEL_THREADS",
 ];
 
 /// Defaults, then `file` (when given), then the `BEAMLINE_*` variables of `env`.

@@ -134,7 +134,7 @@ fn helper_loop(index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 || idle_since.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) || idle_since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
