@@ -9,7 +9,7 @@
 //! helper is still looking at it before returning.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ struct Job<'a> {
     tasks: usize,
     next: AtomicUsize,
     done: AtomicUsize,
+    /// A task panicked; the caller panics once every task is accounted for.
+    panicked: AtomicBool,
 }
 
 struct Helper {
@@ -80,8 +82,13 @@ static CALLER: Mutex<()> = Mutex::new(());
 /// Runs `run(0..tasks)` across the pool and returns when all have finished.
 pub fn run(tasks: usize, run: &(dyn Fn(usize) + Sync)) {
     let helpers = helpers();
-    let owner = CALLER.try_lock();
-    if tasks <= 1 || helpers.is_empty() || owner.is_err() {
+    let owner = match CALLER.try_lock() {
+        Ok(guard) => Some(guard),
+        // An earlier call panicked while it held the pool; the pool itself is intact.
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    if tasks <= 1 || helpers.is_empty() || owner.is_none() {
         (0..tasks).for_each(run);
         return;
     }
@@ -90,6 +97,7 @@ pub fn run(tasks: usize, run: &(dyn Fn(usize) + Sync)) {
         tasks,
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
     };
     POOL.job.store(&job as *const Job as *mut (), SeqCst);
     POOL.epoch.fetch_add(1, SeqCst);
@@ -107,6 +115,7 @@ pub fn run(tasks: usize, run: &(dyn Fn(usize) + Sync)) {
     while POOL.busy.load(SeqCst) != 0 {
         std::hint::spin_loop();
     }
+    assert!(!job.panicked.load(SeqCst), "a kernel task panicked");
 }
 
 fn work_on(job: &Job) {
@@ -115,7 +124,12 @@ fn work_on(job: &Job) {
         if task >= job.tasks {
             return;
         }
-        (job.run)(task);
+        // A panicking task still counts as done, so the caller is never left waiting for it
+        // (and a helper thread survives it).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(task)));
+        if ran.is_err() {
+            job.panicked.store(true, SeqCst);
+        }
         job.done.fetch_add(1, Release);
     }
 }
@@ -204,6 +218,22 @@ unsafe impl Send for SharedOut {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_task_fails_the_call_without_hanging_the_pool() {
+        let outcome = std::panic::catch_unwind(|| {
+            run(8, &|t| {
+                assert!(t != 5, "task five fails");
+            })
+        });
+        assert!(outcome.is_err());
+        // The pool still works afterwards.
+        let count = AtomicUsize::new(0);
+        run(8, &|_| {
+            count.fetch_add(1, Relaxed);
+        });
+        assert_eq!(count.load(Relaxed), 8);
+    }
 
     #[test]
     fn every_task_runs_once_across_many_jobs() {
