@@ -34,29 +34,39 @@ async fn worker_serves_prometheus_metrics() {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // The rows are committed before the worker settles the deliveries and counts them, so
+    // scrape until the counters have caught up (or the deadline passes).
+    let expected = [
+        "beamline_jobs_total{status=\"succeeded\"} 2",
+        "beamline_rule_hits_total{rule=\"emails\",action=\"redact\"} 1",
+        "beamline_job_latency_seconds_bucket",
+        "beamline_batch_size",
+    ];
     let mut body = String::new();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    for _ in 0..100 {
+        body = scrape(&addr);
+        if expected.iter().all(|e| body.contains(e)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    worker.kill();
+    worker.finish();
+    for e in expected {
+        assert!(body.contains(e), "{e} missing from:\n{body}");
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    let mut body = String::new();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     stream.read_to_string(&mut body).unwrap();
-    worker.kill();
-    worker.finish();
-    assert!(
-        body.contains("beamline_jobs_total{status=\"succeeded\"} 2"),
-        "{body}"
-    );
-    assert!(
-        body.contains("beamline_rule_hits_total{rule=\"emails\",action=\"redact\"} 1"),
-        "{body}"
-    );
-    assert!(
-        body.contains("beamline_job_latency_seconds_bucket"),
-        "{body}"
-    );
-    assert!(body.contains("beamline_batch_size"), "{body}");
+    body
 }
 
 /// Image jobs: the producer uploads local images under a content hash (format from the bytes)

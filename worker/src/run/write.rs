@@ -178,6 +178,7 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
             }
         }
     }
+    metrics::histogram!(beamline_telemetry::BATCH_SIZE).record(size as f64);
     shared
         .faults
         .crash_if(shared.faults.crash_after_commit, "crash_after_commit");
@@ -209,7 +210,6 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
             Settle::DeadLetter(reason) => held.delivery.dead_letter(&reason).await,
         };
     }
-    metrics::histogram!(beamline_telemetry::BATCH_SIZE).record(size as f64);
     let ids: Vec<String> = batches.iter().map(Uuid::to_string).collect();
     tracing::info!(batch_ids = ?ids, jobs = size, tokens, "Results written.");
     metrics::counter!(beamline_telemetry::TOKENS_GENERATED_TOTAL).increment(tokens);
