@@ -1,12 +1,13 @@
 //! The edges of the pipeline: image jobs at submit, and the worker's Prometheus endpoint.
 
+use std::io::{Read, Write};
+
 use beamline_tests::*;
 use serde_json::json;
 
 /// `--metrics-addr` serves the Prometheus metrics of ARCHITECTURE.md while the worker runs.
 #[tokio::test]
 async fn worker_serves_prometheus_metrics() {
-    use std::io::{Read, Write};
     let mut setup = Setup::new(Backend::Embedded, "metrics");
     setup.var("BEAMLINE_WORKER_IDLE_EXIT_S", "30");
     let lines = vec![
