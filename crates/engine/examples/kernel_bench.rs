@@ -1,12 +1,11 @@
 //! Times the CPU block kernels on SmolLM2-135M's matrix shapes (one decoding step's worth of
-//! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`), the
-//! per-row kernels with 8-bit activations (`matmul_i8`) and the register-tiled GEMM on expanded
-//! panels (`gemm`). Prints wall and CPU milliseconds per step (CPU time still means something
-//! on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
+//! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`) and the
+//! register-tiled GEMM on expanded panels (`gemm`). Prints wall and CPU milliseconds per step
+//! (CPU time still means something on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{gemm, matmul, matmul_i8, BlockMatrix};
+use beamline_engine::cpu::{gemm, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -44,7 +43,7 @@ fn main() {
             }
         })
         .collect();
-    let kernels = ["matmul", "matmul_i8", "gemm"];
+    let kernels = ["matmul", "gemm"];
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -67,8 +66,7 @@ fn main() {
                     let mut out = vec![0f32; m * r];
                     match kernel {
                         "matmul" => matmul(w, &x, m, &mut out),
-                        "gemm" => gemm(w, &x, m, &mut out),
-                        _ => matmul_i8(w, &x, m, &mut out),
+                        _ => gemm(w, &x, m, &mut out),
                     }
                     out_all.push(out[0]);
                 }

@@ -1,6 +1,6 @@
-//! `y = x W^T` for a batch of activation rows. Output rows of `W` are split into chunks across
-//! the kernel pool's threads; within a chunk each weight row is reused for every activation row while it
-//! sits in L1.
+//! `y = x W^T` for a few activation rows. Output rows of `W` are split into chunks across the
+//! kernel pool's threads; within a chunk each weight row is reused for every activation row
+//! while it sits in L1.
 
 use super::blocks::{BlockMatrix, BLOCK};
 use super::dot;

@@ -70,11 +70,6 @@ fn helpers() -> &'static [Helper] {
     })
 }
 
-/// Threads that run a job (the caller and its helpers).
-pub fn threads() -> usize {
-    helpers().len() + 1
-}
-
 /// One caller at a time owns the helpers; another caller meanwhile (two engines in one process)
 /// runs its tasks on its own thread.
 static CALLER: Mutex<()> = Mutex::new(());
