@@ -2,15 +2,19 @@
 """Engine benchmark: beamline's `worker bench` beside HuggingFace transformers, on the same
 machine, model, prompts and settings, in one run; prints each side's throughput and the ratios.
 
-transformers runs the GGUF dequantized to float32 (its only way to run a GGUF) with
-`generate(min_new_tokens = max_new_tokens)`, so both sides generate exactly the same number of
-tokens. beamline runs its default (`--quant auto`: the file's Q4_1 blocks) unless --quant says
-otherwise. Prompts are cut from worker/src/commands/bench_text.txt exactly as `worker bench`
-cuts them.
+transformers runs a GGUF dequantized to float32 (its only way to run a GGUF), a HuggingFace
+folder as stored (or --dtype), with `generate(min_new_tokens = max_new_tokens)`, so both sides
+generate exactly the same number of tokens. beamline runs its default (`--quant auto`: a GGUF's
+own blocks, a folder as stored) unless --quant says otherwise. Prompts are cut from
+worker/src/commands/bench_text.txt exactly as `worker bench` cuts them.
 
     .venv/bin/python scripts/bench_engine.py [--threads 2] [--prompt-tokens 64] [--max-new-tokens 64]
+    python3 scripts/bench_engine.py --device cuda --model QWEN2_FOLDER --cases "greedy b64,beam 16x4"
+
+On CUDA each side's peak device memory is read too: transformers' from torch's allocator,
+beamline's by polling nvidia-smi for the worker's process while it runs.
 """
-import argparse, json, os, resource, subprocess, sys, time
+import argparse, json, os, resource, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [  # name, batch, decoding, beams
@@ -18,6 +22,7 @@ CASES = [  # name, batch, decoding, beams
     ("greedy b16", 16, "greedy", 1),
     ("greedy b64", 64, "greedy", 1),
     ("beam 8x4", 8, "beam", 4),
+    ("beam 16x4", 16, "beam", 4),
     ("sample b16", 16, "sample", 1),
 ]
 
@@ -26,18 +31,59 @@ def synthetic_prompts(source, count, length):
     return [[source[(i * 97 + j) % len(source)] for j in range(length)] for i in range(count)]
 
 
+class GpuMemoryPoller:
+    """Largest device memory nvidia-smi reports for one process while it runs."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = str(pid), 0, threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                for line in out.splitlines():
+                    pid, used = [x.strip() for x in line.split(",")]
+                    if pid == self.pid:
+                        self.peak = max(self.peak, int(used) * 2**20)
+            except Exception:
+                pass
+            self.stop.wait(0.2)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak or None
+
+
 def run_beamline(args, batch, decoding, beams):
     cmd = [args.worker, "bench", "--model", args.model, "--batch-size", str(batch), "--decoding", decoding,
            "--num-beams", str(beams), "--prompt-tokens", str(args.prompt_tokens),
-           "--max-new-tokens", str(args.max_new_tokens), "--quant", args.quant, "--device", "cpu", "--json"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+           "--max-new-tokens", str(args.max_new_tokens), "--quant", args.quant, "--device", args.device, "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RUST_LOG": "warn"})
+    poller = GpuMemoryPoller(proc.pid) if args.device == "cuda" else None
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"worker bench failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-4000:]}")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    if poller is not None:
+        report["device_peak_bytes"] = poller.finish()
+    return report
 
 
-def run_transformers(model, prompts, decoding, beams, new_tokens):
+def run_transformers(model, prompts, decoding, beams, new_tokens, device):
     import torch
-    ids = torch.tensor(prompts)
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=2)
+    ids = torch.tensor(prompts, device=device)
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.generation_config.eos_token_id
+    pad = pad[0] if isinstance(pad, list) else (pad if pad is not None else 0)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad)
     if decoding == "beam":
         kwargs.update(num_beams=beams, num_return_sequences=1, do_sample=False)
     elif decoding == "sample":
@@ -45,16 +91,23 @@ def run_transformers(model, prompts, decoding, beams, new_tokens):
     else:
         kwargs.update(do_sample=False)
     with torch.no_grad():
+        if cuda:  # the first CUDA calls pay for kernel loading and autotuning; beamline warms up too
+            model.generate(ids, attention_mask=torch.ones_like(ids), **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
+            torch.cuda.reset_peak_memory_stats()
+        sync()
         start = time.perf_counter()
         model(ids)
+        sync()
         prefill = time.perf_counter() - start
         torch.manual_seed(1)
         start = time.perf_counter()
         out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        sync()
         wall = time.perf_counter() - start
     generated = (out.shape[1] - ids.shape[1]) * out.shape[0]
     return {"prompt_tokens_per_s": ids.numel() / prefill, "generated_tokens_per_s": generated / wall,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "device_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None}
 
 
 def main():
@@ -65,6 +118,9 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--quant", default="auto")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default=None,
+                    help="transformers' dtype (default: float32 for a GGUF; bfloat16 on CUDA, else as stored, for a folder)")
     ap.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated case names")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-out", "engine.json"))
@@ -78,10 +134,18 @@ def main():
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         torch.set_num_threads(args.threads)
-        folder, name = os.path.split(os.path.abspath(args.model))
-        print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+        if os.path.isdir(args.model):
+            dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "auto")
+            print(f"transformers loading {args.model} ({dtype}) ...", file=sys.stderr, flush=True)
+            tok = AutoTokenizer.from_pretrained(args.model)
+            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, dtype, dtype))
+        else:
+            folder, name = os.path.split(os.path.abspath(args.model))
+            print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            dtype = getattr(torch, args.dtype or "float32")
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+        model = model.to(args.device).eval()
         with open(os.path.join(ROOT, "worker", "src", "commands", "bench_text.txt"), encoding="utf-8") as f:
             source = tok(f.read(), add_special_tokens=False)["input_ids"]
 
@@ -93,7 +157,7 @@ def main():
         if model is not None:
             print(f"transformers {name:<11} ...", file=sys.stderr, flush=True)
             prompts = synthetic_prompts(source, batch, args.prompt_tokens)
-            row["transformers"] = run_transformers(model, prompts, decoding, beams, args.max_new_tokens)
+            row["transformers"] = run_transformers(model, prompts, decoding, beams, args.max_new_tokens, args.device)
         results.append(row)
 
     print(f"\n{'case':<12}{'beamline tok/s':>16}{'transformers':>14}{'ratio':>8}{'prompt tok/s ratio':>20}{'beamline peak RSS':>19}"
@@ -109,6 +173,13 @@ def main():
         print(f"{row['case']:<12}{b['generated_tokens_per_s']:>16.1f}{(t or {}).get('generated_tokens_per_s', float('nan')):>14.1f}"
               f"{ratio:>8.2f}{pratio:>20.2f}{b['peak_rss_bytes'] / 2**20:>15.0f} MiB"
               f"{held / 2**20:>8.0f} MiB{b['peak_rss_bytes'] / held:>12.2f}{(b['peak_rss_bytes'] - b['baseline_rss_bytes']) / held:>23.2f}")
+    if args.device == "cuda":
+        mib = lambda v: f"{v / 2**20:.0f} MiB" if v else "n/a"
+        print(f"\n{'case':<12}{'beamline device peak':>22}{'transformers device peak':>26}{'weights+KV':>12}")
+        for row in results:
+            b, t = row["beamline"], row.get("transformers") or {}
+            held = b["weights_bytes"] + b["kv_cache_bytes"]
+            print(f"{row['case']:<12}{mib(b.get('device_peak_bytes')):>22}{mib(t.get('device_peak_bytes')):>26}{mib(held):>12}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"settings": vars(args), "results": results}, f, indent=1)

@@ -115,6 +115,11 @@ impl Engine {
         })
     }
 
+    /// The model itself, for callers that drive it directly (tests, benchmarks).
+    pub fn decoder(&self) -> &Decoder {
+        &self.model
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

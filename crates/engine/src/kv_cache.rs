@@ -9,6 +9,8 @@ pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
     lens: Vec<usize>,
+    /// `0..slots` on the device, the first index of every step's write.
+    slot_index: Tensor,
     capacity: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -38,6 +40,7 @@ impl KvCache {
             keys: (0..layers).map(|_| make()).collect(),
             values: (0..layers).map(|_| make()).collect(),
             lens: vec![0; slots],
+            slot_index: Tensor::arange(slots as i64, (Kind::Int64, device)),
             capacity,
             kv_heads,
             head_dim,
@@ -144,8 +147,11 @@ impl KvCache {
         v: &Tensor,
         span: i64,
     ) -> (Tensor, Tensor) {
-        let slots = Tensor::arange(self.lens.len() as i64, (Kind::Int64, self.device));
-        let index = [Some(slots), None, Some(positions.shallow_clone())];
+        let index = [
+            Some(self.slot_index.shallow_clone()),
+            None,
+            Some(positions.shallow_clone()),
+        ];
         let _ = self.keys[layer].index_put_(&index, k, false);
         let _ = self.values[layer].index_put_(&index, v, false);
         (

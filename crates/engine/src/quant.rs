@@ -136,7 +136,13 @@ impl Linear {
             }
             Linear::Int8 { weight, scales, .. } => {
                 let (x2, lead) = flatten(x);
-                let y = x2.internal_weight_int8pack_mm(weight, scales);
+                let y = match x.device() {
+                    Device::Cpu => x2.internal_weight_int8pack_mm(weight, scales),
+                    // libtorch has no CUDA int8 weight-only kernel. The scale is per output
+                    // channel, so `x (q s)^T = (x q^T) s` exactly: widen the codes for one
+                    // product (a cast that streams the int8 weight once) and scale the output.
+                    _ => x2.linear(&weight.to_kind(x2.kind()), None::<Tensor>) * scales,
+                };
                 unflatten(y, &lead)
             }
             Linear::Int4 {
@@ -348,7 +354,7 @@ fn int4(raw: RawWeight, bias: Option<Tensor>, device: Device, kind: Kind) -> Lin
             (
                 pairs
                     .to_device(device)
-                    .internal_convert_weight_to_int4pack(8),
+                    .internal_convert_weight_to_int4pack(cuda_inner_k_tiles(codes.size()[1])),
                 kind,
             )
         }
@@ -360,6 +366,15 @@ fn int4(raw: RawWeight, bias: Option<Tensor>, device: Device, kind: Kind) -> Lin
         out_features,
         bias,
     }
+}
+
+/// The CUDA int4 layout tiles the input dimension in `16 * inner_k_tiles` columns (2, 4 or 8
+/// tiles); the widest tiling that divides the input dimension (576 for SmolLM2 takes 4).
+fn cuda_inner_k_tiles(in_features: i64) -> i64 {
+    [8, 4, 2]
+        .into_iter()
+        .find(|t| in_features % (16 * t) == 0)
+        .unwrap_or(2)
 }
 
 #[cfg(test)]

@@ -49,17 +49,34 @@ impl Rope {
         self.cos.size()[0]
     }
 
-    /// Applies the rotation to `x [batch, seq, heads, dim]` at `positions [batch, seq]`.
-    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+    /// The cos and sin rows of `positions [batch, seq]`, looked up once per forward pass and
+    /// shared by every layer.
+    pub fn at(&self, positions: &Tensor) -> RopeAt {
         let (b, t) = (positions.size()[0], positions.size()[1]);
         let flat = positions.reshape([-1]);
         let dim = self.half * 2;
-        let cos = self.cos.index_select(0, &flat).view([b, t, 1, dim]);
-        let sin = self.sin.index_select(0, &flat).view([b, t, 1, dim]);
+        RopeAt {
+            cos: self.cos.index_select(0, &flat).view([b, t, 1, dim]),
+            sin: self.sin.index_select(0, &flat).view([b, t, 1, dim]),
+            half: self.half,
+        }
+    }
+}
+
+/// Rope tables at a forward pass's positions.
+pub struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+    half: i64,
+}
+
+impl RopeAt {
+    /// Applies the rotation to `x [batch, seq, heads, dim]`.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
         let x1 = x.narrow(-1, 0, self.half);
         let x2 = x.narrow(-1, self.half, self.half);
         let rotated = Tensor::cat(&[x2.neg(), x1], -1);
-        x * cos + rotated * sin
+        x * &self.cos + rotated * &self.sin
     }
 }
 

@@ -1,16 +1,18 @@
 //! Continuous batching. The cache has a fixed number of slots; each waiting request is prefilled
-//! on its own (exact causal attention, no padding) and its keys and values copied into free
-//! slots; then every step decodes one token for all slots at once. When a request finishes, its
+//! (on the CPU on its own, exact causal attention with no padding; on a GPU together with the
+//! requests admitted beside it, in one right-padded pass) and its keys and values copied into
+//! free slots; then every step decodes one token for all slots at once. When a request finishes, its
 //! slots go to the next waiting request, so short and long jobs share a batch without the short
 //! ones waiting for the long.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::beam::BeamSearch;
 use super::params::Decoding;
+use super::scores::{host_floats, SlotScores, StepScores};
 use super::sequence::Sequences;
 use super::{GenerationOutput, GenerationRequest};
 use crate::kv_cache::KvCache;
@@ -160,53 +162,59 @@ fn run_session(
     let mut free: Vec<usize> = (0..capacity).rev().collect();
     let mut feed = vec![0u32; capacity];
     let mut live = vec![false; capacity];
+    // What each slot's decoding reads of its logits (see `scores`); free slots need nothing.
+    let mut needs: Vec<Option<usize>> = vec![Some(0); capacity];
+    let reduce_on_device = device != tch::Device::Cpu;
+    let prefill_tokens = if reduce_on_device {
+        GPU_PREFILL_TOKENS
+    } else {
+        0
+    };
     let vocab = c.vocab_size;
 
     loop {
         // Admit waiting requests while their slots fit, pulling more from the source.
+        // Admit waiting requests while their slots fit, pulling more from the source.
         loop {
-            if waiting.is_empty() && !free.is_empty() {
-                match source.next(false) {
-                    Some(r) => waiting.push_back(r),
-                    None => break,
-                }
-            }
-            let Some((_, req)) = waiting.front() else {
-                break;
-            };
-            if req.params.slots() > free.len() {
+            let group = admit(waiting, source, &mut free, prefill_tokens);
+            if group.is_empty() {
                 break;
             }
-            let Some((index, req)) = waiting.pop_front() else {
-                break;
-            };
-            let slots: Vec<usize> = (0..req.params.slots()).filter_map(|_| free.pop()).collect();
             let started = Instant::now();
-            let ids: Vec<i64> = req.prompt_ids.iter().map(|&t| t as i64).collect();
-            let ids = Tensor::from_slice(&ids).to_device(device).unsqueeze(0);
-            let (hidden, kv) = model.prefill(&ids);
-            let last = hidden.narrow(1, kv.len as i64 - 1, 1).squeeze_dim(1);
-            let row = host_rows(&model.logits(&last));
-            cache.insert(slots[0], &kv);
-            cache.copy_slot(slots[0], &slots[1..]);
+            let prompts: Vec<&[u32]> = group.iter().map(|a| a.1.prompt_ids.as_slice()).collect();
+            let (last, prefilled) = model.prefill_batch(&prompts);
+            let first_rows = host_floats(&model.logits(&last));
+            for ((_, _, slots), kv) in group.iter().zip(&prefilled) {
+                cache.insert(slots[0], kv);
+                cache.copy_slot(slots[0], &slots[1..]);
+            }
+            drop(prefilled);
             stats.prefill_time += started.elapsed();
-            stats.prompt_tokens += req.prompt_ids.len();
-            let mut rows: Vec<Vec<f32>> = vec![row; slots.len()];
-            let mut views: Vec<&mut [f32]> = rows.iter_mut().map(|r| r.as_mut_slice()).collect();
-            let prompt_tokens = req.prompt_ids.len();
-            let mut run = Running {
-                index,
-                state: match req.params.decoding {
-                    Decoding::Beam => State::Beam(BeamSearch::new(req.prompt_ids, req.params)),
-                    _ => State::Sequences(Sequences::new(req.prompt_ids, req.params)),
-                },
-                slots,
-                prompt_tokens,
-            };
-            advance(
-                &mut run, &mut views, tokenizer, &mut cache, &mut feed, &mut live,
-            );
-            running.push(run);
+            for ((index, req, slots), row) in group.into_iter().zip(first_rows.chunks(vocab)) {
+                stats.prompt_tokens += req.prompt_ids.len();
+                let mut rows: Vec<Vec<f32>> = vec![row.to_vec(); slots.len()];
+                let mut views: Vec<SlotScores> = rows
+                    .iter_mut()
+                    .map(|r| SlotScores::Logits(r.as_mut_slice()))
+                    .collect();
+                for &s in &slots {
+                    needs[s] = req.params.best_needed();
+                }
+                let prompt_tokens = req.prompt_ids.len();
+                let mut run = Running {
+                    index,
+                    state: match req.params.decoding {
+                        Decoding::Beam => State::Beam(BeamSearch::new(req.prompt_ids, req.params)),
+                        _ => State::Sequences(Sequences::new(req.prompt_ids, req.params)),
+                    },
+                    slots,
+                    prompt_tokens,
+                };
+                advance(
+                    &mut run, &mut views, tokenizer, &mut cache, &mut feed, &mut live,
+                );
+                running.push(run);
+            }
         }
         // Retire finished requests and free their slots.
         let mut i = 0;
@@ -215,6 +223,7 @@ fn run_session(
                 let run = running.swap_remove(i);
                 for &s in &run.slots {
                     live[s] = false;
+                    needs[s] = Some(0);
                     cache.clear(s);
                     free.push(s);
                 }
@@ -244,12 +253,12 @@ fn run_session(
         let ids: Vec<i64> = feed.iter().map(|&t| t as i64).collect();
         let ids = Tensor::from_slice(&ids).to_device(device);
         let logits = model.decode(&ids, &mut cache, &live);
-        let mut host = host_rows(&logits);
+        let mut scores = StepScores::read(&logits, &needs, reduce_on_device);
         stats.kv_cache_bytes = stats.kv_cache_bytes.max(cache.bytes());
         stats.decode_steps += 1;
-        let mut by_slot: Vec<Option<&mut [f32]>> = host.chunks_mut(vocab).map(Some).collect();
+        let mut by_slot = scores.by_slot();
         for run in running.iter_mut() {
-            let mut views: Vec<&mut [f32]> = run
+            let mut views: Vec<SlotScores> = run
                 .slots
                 .iter()
                 .filter_map(|&s| by_slot[s].take())
@@ -258,6 +267,50 @@ fn run_session(
         }
         stats.decode_time += started.elapsed();
     }
+}
+
+/// Padded prompt tokens one GPU prefill pass may take. A GPU runs a few prompts together in
+/// about the time of one; the CPU is busy with one already, and a pass of its own keeps a
+/// prompt's float32 results bit-identical to transformers'.
+const GPU_PREFILL_TOKENS: usize = 16_384;
+
+/// A request admitted to the cache: its key, itself, and its slots.
+type Admitted = (u64, GenerationRequest, Vec<usize>);
+
+/// Takes waiting requests, in order, while their slots fit the free ones, into one prefill
+/// group of at most `max_tokens` padded tokens (always at least one request that fits).
+fn admit(
+    waiting: &mut VecDeque<(u64, GenerationRequest)>,
+    source: &mut dyn RequestSource,
+    free: &mut Vec<usize>,
+    max_tokens: usize,
+) -> Vec<Admitted> {
+    let mut group: Vec<Admitted> = Vec::new();
+    let mut longest = 0;
+    loop {
+        if waiting.is_empty() && !free.is_empty() {
+            match source.next(false) {
+                Some(r) => waiting.push_back(r),
+                None => break,
+            }
+        }
+        let Some((_, req)) = waiting.front() else {
+            break;
+        };
+        let widest = longest.max(req.prompt_ids.len());
+        if req.params.slots() > free.len()
+            || (!group.is_empty() && widest * (group.len() + 1) > max_tokens)
+        {
+            break;
+        }
+        let Some((index, req)) = waiting.pop_front() else {
+            break;
+        };
+        longest = widest;
+        let slots: Vec<usize> = (0..req.params.slots()).filter_map(|_| free.pop()).collect();
+        group.push((index, req, slots));
+    }
+    group
 }
 
 fn empty_output() -> GenerationOutput {
@@ -278,7 +331,7 @@ fn is_done(run: &Running) -> bool {
 /// next. Beam search may move caches between the request's slots.
 fn advance(
     run: &mut Running,
-    rows: &mut [&mut [f32]],
+    rows: &mut [SlotScores<'_>],
     tokenizer: &Tokenizer,
     cache: &mut KvCache,
     feed: &mut [u32],
@@ -303,15 +356,4 @@ fn advance(
             }
         }
     }
-}
-
-/// Copies float32 logits `[n, vocab]` to the host.
-fn host_rows(logits: &Tensor) -> Vec<f32> {
-    let t = logits
-        .to_kind(Kind::Float)
-        .to_device(tch::Device::Cpu)
-        .contiguous();
-    let mut out = vec![0f32; t.numel()];
-    t.copy_data(&mut out, t.numel());
-    out
 }

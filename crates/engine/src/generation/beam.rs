@@ -9,6 +9,7 @@
 
 use super::logits;
 use super::params::{EarlyStopping, GenerationParams};
+use super::scores::SlotScores;
 use super::sequence::final_text;
 use super::{Candidate, FinishReason};
 use crate::tokenizer::Tokenizer;
@@ -62,13 +63,24 @@ impl BeamSearch {
         self.done
     }
 
-    pub fn step(&mut self, rows: &mut [&mut [f32]], tokenizer: &Tokenizer) -> BeamStep {
+    pub fn step(&mut self, rows: &mut [SlotScores<'_>], tokenizer: &Tokenizer) -> BeamStep {
         let k = self.params.num_beams;
         // Before the first step all beams hold the same prompt: only the first one counts
         // (transformers starts the other beams at -1e9).
         let live_beams = if self.generated == 0 { 1 } else { k };
         let mut candidates: Vec<(f32, usize, u32)> = Vec::with_capacity(live_beams * 2 * k);
-        for (b, row) in rows.iter_mut().enumerate().take(live_beams) {
+        for (b, scores) in rows.iter_mut().enumerate().take(live_beams) {
+            let base = self.beams[b].score;
+            let row = match scores {
+                SlotScores::Logits(row) => row,
+                // Reduced on the device when no processor needs the row (`best_needed`).
+                SlotScores::Best(best) => {
+                    for &(t, score) in best.iter().take(2 * k) {
+                        candidates.push((base + score, b, t));
+                    }
+                    continue;
+                }
+            };
             // transformers takes log_softmax of the raw logits first, then applies the
             // processors to the log-probabilities.
             let history: Vec<u32> = self
@@ -80,7 +92,6 @@ impl BeamSearch {
             let mut logp = logits::log_softmax(row);
             logits::repetition_penalty(&mut logp, &history, self.params.repetition_penalty);
             logits::ban_sequences(&mut logp, &history, &self.params.banned_sequences);
-            let base = self.beams[b].score;
             for (t, score) in top_n(&logp, 2 * k) {
                 candidates.push((base + score, b, t as u32));
             }

@@ -7,12 +7,15 @@
 //! - `logits`: repetition penalty, banned token sequences, temperature, top-k, top-p.
 //! - `sequence`: greedy and sampled sequences (one or more per prompt).
 //! - `beam`: beam search with transformers' scoring.
+//! - `scores`: what a step reads of each slot's logits (whole rows, or the best few reduced
+//!   on the GPU).
 //! - `batcher`: slots, prefill, batched decode steps.
 
 mod batcher;
 mod beam;
 mod logits;
 mod params;
+mod scores;
 mod sequence;
 
 pub use batcher::{run_batch, run_stream, BatchStats, RequestSource};

@@ -132,6 +132,20 @@ impl GenerationParams {
         Ok(())
     }
 
+    /// How many of a slot's best log-probabilities a decoding step needs, when it needs no
+    /// more: 1 for greedy, `2 * num_beams` for beam search. `None` when it must see the whole
+    /// row of logits: sampling, a repetition penalty or banned sequences.
+    pub fn best_needed(&self) -> Option<usize> {
+        if self.repetition_penalty != 1.0 || !self.banned_sequences.is_empty() {
+            return None;
+        }
+        match self.decoding {
+            Decoding::Greedy => Some(1),
+            Decoding::Beam => Some(2 * self.num_beams),
+            Decoding::Sample => None,
+        }
+    }
+
     /// KV-cache slots the request occupies while it runs.
     pub fn slots(&self) -> usize {
         match self.decoding {

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 
 use super::logits;
 use super::params::{Decoding, GenerationParams};
+use super::scores::SlotScores;
 use super::{Candidate, FinishReason};
 use crate::tokenizer::Tokenizer;
 
@@ -53,29 +54,36 @@ impl Sequences {
     /// token to feed per slot and whether the slot is still live.
     pub fn step(
         &mut self,
-        rows: &mut [&mut [f32]],
+        rows: &mut [SlotScores<'_>],
         tokenizer: &Tokenizer,
     ) -> (Vec<u32>, Vec<bool>) {
         let p = &self.params;
         let mut feed = Vec::with_capacity(self.seqs.len());
         let mut live = Vec::with_capacity(self.seqs.len());
-        for (seq, row) in self.seqs.iter_mut().zip(rows.iter_mut()) {
+        for (seq, scores) in self.seqs.iter_mut().zip(rows.iter_mut()) {
             if seq.finished.is_some() {
                 feed.push(0);
                 live.push(false);
                 continue;
             }
-            let history: Vec<u32> = self.prompt.iter().chain(&seq.tokens).copied().collect();
-            logits::repetition_penalty(row, &history, p.repetition_penalty);
-            logits::ban_sequences(row, &history, &p.banned_sequences);
-            let token = match p.decoding {
-                Decoding::Sample => {
-                    logits::sample(row, p.temperature, p.top_k, p.top_p, &mut seq.rng)
+            let (token, logprob) = match scores {
+                SlotScores::Logits(row) => {
+                    let history: Vec<u32> =
+                        self.prompt.iter().chain(&seq.tokens).copied().collect();
+                    logits::repetition_penalty(row, &history, p.repetition_penalty);
+                    logits::ban_sequences(row, &history, &p.banned_sequences);
+                    let token = match p.decoding {
+                        Decoding::Sample => {
+                            logits::sample(row, p.temperature, p.top_k, p.top_p, &mut seq.rng)
+                        }
+                        _ => logits::argmax(row),
+                    };
+                    (token as u32, logits::log_softmax(row)[token])
                 }
-                _ => logits::argmax(row),
+                // Only greedy slots without processors are reduced (`best_needed`).
+                SlotScores::Best(best) => best[0],
             };
-            seq.logprob += logits::log_softmax(row)[token] as f64;
-            let token = token as u32;
+            seq.logprob += logprob as f64;
             seq.tokens.push(token);
             let at_eos = !p.ignore_eos && tokenizer.is_eos(token);
             let at_stop = || {

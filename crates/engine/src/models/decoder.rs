@@ -8,7 +8,7 @@ use super::embedding::Embedding;
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, SequenceKv};
 use crate::quant::Linear;
-use crate::rope::Rope;
+use crate::rope::{Rope, RopeAt};
 
 pub struct Layer {
     pub attn_norm: Tensor,
@@ -39,12 +39,12 @@ impl Decoder {
 
     /// Splits fused qkv output `[b, t, (h + 2 kvh) * d]` into rotated q, k and plain v, each
     /// `[b, t, heads, d]`.
-    fn qkv(&self, layer: &Layer, x: &Tensor, positions: &Tensor) -> (Tensor, Tensor, Tensor) {
+    fn qkv(&self, layer: &Layer, x: &Tensor, rope: &RopeAt) -> (Tensor, Tensor, Tensor) {
         let c = &self.config;
         let (b, t) = (x.size()[0], x.size()[1]);
         let (h, kvh, d) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64);
         let fused = layer.qkv.forward(x).view([b, t, h + 2 * kvh, d]);
-        let qk = self.rope.apply(&fused.narrow(2, 0, h + kvh), positions);
+        let qk = rope.apply(&fused.narrow(2, 0, h + kvh));
         let q = qk.narrow(2, 0, h);
         let k = qk.narrow(2, h, kvh);
         let v = fused.narrow(2, h + kvh, kvh);
@@ -63,13 +63,69 @@ impl Decoder {
     /// the final norm `[1, t, hidden]` with the keys and values for the cache.
     pub fn prefill(&self, ids: &Tensor) -> (Tensor, SequenceKv) {
         let t = ids.size()[1];
+        let (hidden, keys, values) = self.forward_prompts(ids);
+        (
+            hidden,
+            SequenceKv {
+                keys,
+                values,
+                len: t as usize,
+            },
+        )
+    }
+
+    /// Runs several prompts in one pass, right-padded to the longest: with causal attention a
+    /// real token never sees the padding after it, so each prompt's states equal those of a
+    /// pass of its own (up to the rounding of a wider product). Returns the hidden state of
+    /// each prompt's last token `[n, hidden]` and each prompt's keys and values.
+    pub fn prefill_batch(&self, prompts: &[&[u32]]) -> (Tensor, Vec<SequenceKv>) {
+        let n = prompts.len() as i64;
+        let t = prompts.iter().map(|p| p.len()).max().unwrap_or(1) as i64;
+        let device = self.norm.device();
+        let mut padded = vec![0i64; (n * t) as usize];
+        for (row, p) in padded.chunks_mut(t as usize).zip(prompts) {
+            for (slot, &id) in row.iter_mut().zip(p.iter()) {
+                *slot = id as i64;
+            }
+        }
+        let ids = Tensor::from_slice(&padded).to_device(device).view([n, t]);
+        let (hidden, keys, values) = self.forward_prompts(&ids);
+        let last: Vec<i64> = prompts.iter().map(|p| p.len() as i64 - 1).collect();
+        let last = Tensor::from_slice(&last).to_device(device);
+        let rows = Tensor::arange(n, (Kind::Int64, device));
+        let last_hidden = hidden.index(&[Some(rows), Some(last)]);
+        let sequences = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let cut = |all: &[Tensor]| -> Vec<Tensor> {
+                    all.iter()
+                        .map(|x| x.narrow(0, i as i64, 1).narrow(2, 0, p.len() as i64))
+                        .collect()
+                };
+                SequenceKv {
+                    keys: cut(&keys),
+                    values: cut(&values),
+                    len: p.len(),
+                }
+            })
+            .collect();
+        (last_hidden, sequences)
+    }
+
+    /// The causal forward pass over `ids [n, t]`: hidden states after the final norm, and the
+    /// keys and values of every layer `[n, kv_heads, t, head_dim]`.
+    fn forward_prompts(&self, ids: &Tensor) -> (Tensor, Vec<Tensor>, Vec<Tensor>) {
+        let (n, t) = (ids.size()[0], ids.size()[1]);
         let device = ids.device();
-        let positions = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+        let rope = self
+            .rope
+            .at(&Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0));
         let mut x = self.embed.forward(ids, self.kind);
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for layer in &self.layers {
             let normed = self.rms_norm(&x, &layer.attn_norm);
-            let (q, k, v) = self.qkv(layer, &normed, &positions);
+            let (q, k, v) = self.qkv(layer, &normed, &rope);
             let (q, k, v) = (
                 q.transpose(1, 2),
                 k.transpose(1, 2).contiguous(),
@@ -87,20 +143,12 @@ impl Decoder {
             );
             keys.push(k);
             values.push(v);
-            let attn = attn.transpose(1, 2).reshape([1, t, -1]);
+            let attn = attn.transpose(1, 2).reshape([n, t, -1]);
             x += layer.o.forward(&attn);
             let normed = self.rms_norm(&x, &layer.mlp_norm);
             x += self.mlp(layer, &normed);
         }
-        let hidden = self.rms_norm(&x, &self.norm);
-        (
-            hidden,
-            SequenceKv {
-                keys,
-                values,
-                len: t as usize,
-            },
-        )
+        (self.rms_norm(&x, &self.norm), keys, values)
     }
 
     /// One decoding step for every slot of the cache: `ids [slots]` at each slot's current
@@ -118,10 +166,10 @@ impl Decoder {
             .le_tensor(&positions.unsqueeze(1))
             .view([slots as i64, 1, 1, span]);
         let mut x = self.embed.forward(&ids.view([slots as i64, 1]), self.kind);
-        let pos2 = positions.view([slots as i64, 1]);
+        let rope = self.rope.at(&positions.view([slots as i64, 1]));
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
-            let (q, k, v) = self.qkv(layer, &normed, &pos2);
+            let (q, k, v) = self.qkv(layer, &normed, &rope);
             let (keys, values) = cache.append(
                 index,
                 &positions,
