@@ -9,7 +9,8 @@
 #      search 16 prompts x 4 beams, sampling batch 16; ratios and device memory.
 # Usage (from the repository root there): scripts/device_check.sh OUTDIR
 # A dry run on a machine without a GPU: SHAPE=tiny DEVICE=cpu WORKER=target/release/worker.
-# Every step is bounded and a failing step does not stop the next.
+# Every step is bounded and a failing step does not stop the next. QUICK=1 skips the int8/int4
+# runs and the CPU comparison.
 set -uo pipefail
 out="${1:?output folder}"
 mkdir -p "$out"
@@ -44,6 +45,13 @@ timeout 240 python3 scripts/bench_engine.py --device "$device" --model "$model" 
 step "beamline vs transformers on $device: greedy ids and NLL"
 timeout 120 python3 scripts/compare_outputs.py --worker "$worker" --model "$model" --device "$device" \
   | tee "$out/compare_$device.json"
+
+step "a CUDA out-of-memory is a typed error, not a crash (expect: device out of memory)"
+timeout 60 "$worker" bench --model "$model" --device "$device" --batch-size 100000 --prompt-tokens 8 \
+  --max-new-tokens 2 --warmup 0 --json 2>&1 | tail -n 2
+echo "exit status: ${PIPESTATUS[0]}"
+
+[ -n "${QUICK:-}" ] && { step "done (QUICK: int8/int4 and the CPU comparison skipped)"; exit 0; }
 
 for q in int8 int4; do
   step "worker bench --device $device --quant $q (greedy batch 64)"

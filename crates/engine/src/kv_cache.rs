@@ -18,11 +18,13 @@ pub struct KvCache {
     device: Device,
 }
 
-/// Keys and values of one sequence, as a prefill returns them: per layer `[1, kv_heads, len, head_dim]`.
-pub struct SequenceKv {
+/// Keys and values of prefilled prompts, as a prefill returns them: per layer `[prompts,
+/// kv_heads, longest, head_dim]`, each prompt right-padded to the longest.
+pub struct PromptKv {
     pub keys: Vec<Tensor>,
     pub values: Vec<Tensor>,
-    pub len: usize,
+    /// Each prompt's length.
+    pub lens: Vec<usize>,
 }
 
 impl KvCache {
@@ -87,26 +89,27 @@ impl KvCache {
         self.capacity = capacity;
     }
 
-    /// Puts a prefilled sequence into `slot`, replacing what was there.
-    pub fn insert(&mut self, slot: usize, seq: &SequenceKv) {
-        self.reserve(seq.len + 1);
-        let len = seq.len as i64;
-        for (layer, (k, v)) in seq.keys.iter().zip(&seq.values).enumerate() {
-            self.keys[layer]
-                .narrow(0, slot as i64, 1)
-                .narrow(2, 0, len)
-                .copy_(k);
-            self.values[layer]
-                .narrow(0, slot as i64, 1)
-                .narrow(2, 0, len)
-                .copy_(v);
+    /// Puts prefilled prompts into slots (prompt `i` into `slots[i]`), replacing what was
+    /// there, with one copy per layer tensor. A prompt's padding is copied too: it lies past the
+    /// slot's length, where attention never looks and the next tokens overwrite it.
+    pub fn insert(&mut self, slots: &[usize], kv: &PromptKv) {
+        let Some(longest) = kv.keys.first().map(|k| k.size()[2]) else {
+            return;
+        };
+        self.reserve(longest as usize + 1);
+        let index: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+        let index = Tensor::from_slice(&index).to_device(self.device);
+        for (layer, (k, v)) in kv.keys.iter().zip(&kv.values).enumerate() {
+            let _ = self.keys[layer]
+                .narrow(2, 0, longest)
+                .index_copy_(0, &index, k);
+            let _ = self.values[layer]
+                .narrow(2, 0, longest)
+                .index_copy_(0, &index, v);
         }
-        self.lens[slot] = seq.len;
-    }
-
-    /// Copies slot `src` into each of `dsts` (the beams of a search, the samples of a prompt).
-    pub fn copy_slot(&mut self, src: usize, dsts: &[usize]) {
-        self.gather(dsts, &vec![src; dsts.len()]);
+        for (&slot, &len) in slots.iter().zip(&kv.lens) {
+            self.lens[slot] = len;
+        }
     }
 
     /// `slot dsts[i] := slot srcs[i]` for all i at once (beam reordering).

@@ -33,15 +33,17 @@ fn padded_prefill_matches_one_prompt_at_a_time() {
             diff <= 1e-4 * max_abs(&want),
             "prompt {i}: last hidden state differs by {diff}"
         );
-        assert_eq!(batched[i].len, prompt.len());
+        assert_eq!(batched.lens[i], prompt.len());
+        let own = |all: &[Tensor], layer: usize| {
+            all[layer]
+                .narrow(0, i as i64, 1)
+                .narrow(2, 0, prompt.len() as i64)
+        };
         for (layer, (k, v)) in alone.keys.iter().zip(&alone.values).enumerate() {
-            assert_eq!(
-                batched[i].keys[layer].size(),
-                k.size(),
-                "prompt {i} layer {layer}"
-            );
-            let dk = max_abs(&(k - &batched[i].keys[layer]));
-            let dv = max_abs(&(v - &batched[i].values[layer]));
+            let (bk, bv) = (own(&batched.keys, layer), own(&batched.values, layer));
+            assert_eq!(bk.size(), k.size(), "prompt {i} layer {layer}");
+            let dk = max_abs(&(k - bk));
+            let dv = max_abs(&(v - bv));
             assert!(
                 dk <= 1e-4 * max_abs(k) && dv <= 1e-4 * max_abs(v),
                 "prompt {i} layer {layer}: keys differ by {dk}, values by {dv}"

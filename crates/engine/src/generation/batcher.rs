@@ -165,6 +165,7 @@ fn run_session(
     // What each slot's decoding reads of its logits (see `scores`); free slots need nothing.
     let mut needs: Vec<Option<usize>> = vec![Some(0); capacity];
     let reduce_on_device = device != tch::Device::Cpu;
+    let mut moves = SlotMoves::default();
     let prefill_tokens = if reduce_on_device {
         GPU_PREFILL_TOKENS
     } else {
@@ -184,11 +185,16 @@ fn run_session(
             let prompts: Vec<&[u32]> = group.iter().map(|a| a.1.prompt_ids.as_slice()).collect();
             let (last, prefilled) = model.prefill_batch(&prompts);
             let first_rows = host_floats(&model.logits(&last));
-            for ((_, _, slots), kv) in group.iter().zip(&prefilled) {
-                cache.insert(slots[0], kv);
-                cache.copy_slot(slots[0], &slots[1..]);
-            }
+            let firsts: Vec<usize> = group.iter().map(|a| a.2[0]).collect();
+            cache.insert(&firsts, &prefilled);
             drop(prefilled);
+            // A request of several slots (beams, samples) starts with its prompt in each.
+            let (mut dsts, mut srcs) = (Vec::new(), Vec::new());
+            for (_, _, slots) in &group {
+                dsts.extend_from_slice(&slots[1..]);
+                srcs.extend(std::iter::repeat_n(slots[0], slots.len() - 1));
+            }
+            cache.gather(&dsts, &srcs);
             stats.prefill_time += started.elapsed();
             for ((index, req, slots), row) in group.into_iter().zip(first_rows.chunks(vocab)) {
                 stats.prompt_tokens += req.prompt_ids.len();
@@ -211,10 +217,11 @@ fn run_session(
                     prompt_tokens,
                 };
                 advance(
-                    &mut run, &mut views, tokenizer, &mut cache, &mut feed, &mut live,
+                    &mut run, &mut views, tokenizer, &mut moves, &mut feed, &mut live,
                 );
                 running.push(run);
             }
+            moves.apply(&mut cache);
         }
         // Retire finished requests and free their slots.
         let mut i = 0;
@@ -263,9 +270,40 @@ fn run_session(
                 .iter()
                 .filter_map(|&s| by_slot[s].take())
                 .collect();
-            advance(run, &mut views, tokenizer, &mut cache, &mut feed, &mut live);
+            advance(run, &mut views, tokenizer, &mut moves, &mut feed, &mut live);
         }
+        // All beam requests' cache reorderings in one gather per layer tensor.
+        moves.apply(&mut cache);
         stats.decode_time += started.elapsed();
+    }
+}
+
+/// Cache slot copies a step's beam searches asked for (`dst <- src`), gathered so that one
+/// index operation per layer tensor serves every request of the batch; on a GPU a gather per
+/// request would cost a launch per layer tensor and request (16 beam requests: 1,800 a step).
+#[derive(Default)]
+struct SlotMoves {
+    dsts: Vec<usize>,
+    srcs: Vec<usize>,
+}
+
+impl SlotMoves {
+    fn add(&mut self, dsts: &[usize], srcs: &[usize]) {
+        for (&d, &s) in dsts.iter().zip(srcs) {
+            if d != s {
+                self.dsts.push(d);
+                self.srcs.push(s);
+            }
+        }
+    }
+
+    /// Applies the copies at once (each reads the cache as it was) and forgets them.
+    fn apply(&mut self, cache: &mut KvCache) {
+        if !self.dsts.is_empty() {
+            cache.gather(&self.dsts, &self.srcs);
+            self.dsts.clear();
+            self.srcs.clear();
+        }
     }
 }
 
@@ -333,7 +371,7 @@ fn advance(
     run: &mut Running,
     rows: &mut [SlotScores<'_>],
     tokenizer: &Tokenizer,
-    cache: &mut KvCache,
+    moves: &mut SlotMoves,
     feed: &mut [u32],
     live: &mut [bool],
 ) {
@@ -349,7 +387,7 @@ fn advance(
             let step = b.step(rows, tokenizer);
             let sources: Vec<usize> = step.sources.iter().map(|&i| run.slots[i]).collect();
             let dsts: Vec<usize> = run.slots[..sources.len()].to_vec();
-            cache.gather(&dsts, &sources);
+            moves.add(&dsts, &sources);
             for (i, &slot) in run.slots.iter().enumerate() {
                 feed[slot] = step.feed.get(i).copied().unwrap_or(0);
                 live[slot] = !b.done() && i < step.feed.len();

@@ -75,8 +75,8 @@ impl BeamSearch {
                 SlotScores::Logits(row) => row,
                 // Reduced on the device when no processor needs the row (`best_needed`).
                 SlotScores::Best(best) => {
-                    for &(t, score) in best.iter().take(2 * k) {
-                        candidates.push((base + score, b, t));
+                    for &(t, logit) in best.best.iter().take(2 * k) {
+                        candidates.push((base + (logit - best.log_norm), b, t));
                     }
                     continue;
                 }

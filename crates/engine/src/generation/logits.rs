@@ -67,18 +67,65 @@ pub fn sample(
     rng: &mut impl Rng,
 ) -> usize {
     let t = temperature as f32;
-    let mut scores: Vec<f32> = row.iter().map(|&v| v / t).collect();
-    if top_k > 0 && top_k < scores.len() {
+    let scores: Vec<f32> = row.iter().map(|&v| v / t).collect();
+    let threshold = if top_k > 0 && top_k < scores.len() {
         let mut sorted = scores.clone();
         let (_, kth, _) = sorted.select_nth_unstable_by(top_k - 1, |a, b| b.total_cmp(a));
-        let threshold = *kth;
-        for v in scores.iter_mut() {
-            if *v < threshold {
-                *v = f32::NEG_INFINITY;
-            }
-        }
+        *kth
+    } else {
+        f32::NEG_INFINITY
+    };
+    let survivors: Vec<(u32, f32)> = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v >= threshold)
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    draw(&survivors, top_p, rng).map_or_else(|| argmax(row), |t| t as usize)
+}
+
+/// Top-k sampling from a row's best tokens alone (best first, raw logits), when they hold
+/// every token that survives the cut. Gives exactly what `sample` gives on the whole row, or
+/// `None` when a tie at the cut may run past the tokens given (then the caller needs the row).
+pub fn sample_from_best(
+    best: &[(u32, f32)],
+    temperature: f64,
+    top_k: usize,
+    top_p: f64,
+    rng: &mut impl Rng,
+) -> Option<u32> {
+    let t = temperature as f32;
+    if top_k == 0 || best.len() < top_k {
+        return None;
     }
-    let probs = softmax(&scores);
+    let threshold = best[top_k - 1].1 / t;
+    let mut survivors: Vec<(u32, f32)> = best
+        .iter()
+        .map(|&(token, v)| (token, v / t))
+        .filter(|&(_, v)| v >= threshold)
+        .collect();
+    if survivors.len() == best.len() {
+        return None;
+    }
+    // `sample` sees the survivors in vocabulary order.
+    survivors.sort_by_key(|s| s.0);
+    Some(draw(&survivors, top_p, rng).unwrap_or(best[0].0))
+}
+
+/// Top-p over the survivors of the top-k cut (`(token, scaled logit)` in vocabulary order),
+/// then a draw from their softmax. `None` when no token has any probability.
+fn draw(survivors: &[(u32, f32)], top_p: f64, rng: &mut impl Rng) -> Option<u32> {
+    let max = survivors
+        .iter()
+        .map(|s| s.1)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = survivors
+        .iter()
+        .map(|&(_, v)| ((v - max) as f64).exp())
+        .collect();
+    let sum: f64 = exps.iter().sum();
+    let probs: Vec<f64> = exps.into_iter().map(|e| e / sum).collect();
+    // Positions into `survivors`, whose order is the tokens' order.
     let mut order: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] > 0.0).collect();
     if top_p < 1.0 {
         // Drop the least likely tokens whose total mass stays within 1 - top_p; keep at least one.
@@ -100,17 +147,10 @@ pub fn sample(
     for &i in &order {
         target -= probs[i];
         if target <= 0.0 {
-            return i;
+            return Some(survivors[i].0);
         }
     }
-    order.last().copied().unwrap_or_else(|| argmax(row))
-}
-
-fn softmax(scores: &[f32]) -> Vec<f64> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = scores.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
+    order.last().map(|&i| survivors[i].0)
 }
 
 #[cfg(test)]
@@ -160,6 +200,32 @@ mod tests {
         };
         assert_eq!(draw(3), draw(3));
         assert!(draw(3).contains(&3));
+    }
+
+    #[test]
+    fn sampling_from_the_best_tokens_equals_sampling_the_row() {
+        let row: Vec<f32> = (0..500).map(|i| ((i * 37 % 101) as f32) / 10.0).collect();
+        let mut best: Vec<(u32, f32)> = row
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .collect();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (top_k, top_p, temperature) in [(5, 1.0, 1.0), (40, 0.9, 0.7), (50, 0.5, 1.3)] {
+            let mut whole = rand::rngs::StdRng::seed_from_u64(11);
+            let mut reduced = rand::rngs::StdRng::seed_from_u64(11);
+            for _ in 0..50 {
+                let want = sample(&row, temperature, top_k, top_p, &mut whole);
+                let got =
+                    sample_from_best(&best[..top_k + 16], temperature, top_k, top_p, &mut reduced);
+                assert_eq!(got, Some(want as u32), "top_k {top_k} top_p {top_p}");
+            }
+        }
+        // A tie at the cut that fills every token given may run past them.
+        let flat = [(3u32, 2.0f32), (0, 1.0), (1, 1.0), (2, 1.0)];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(sample_from_best(&flat, 1.0, 2, 1.0, &mut rng), None);
+        assert!(sample_from_best(&flat, 1.0, 1, 1.0, &mut rng).is_some());
     }
 
     #[test]

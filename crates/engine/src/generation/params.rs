@@ -132,16 +132,20 @@ impl GenerationParams {
         Ok(())
     }
 
-    /// How many of a slot's best log-probabilities a decoding step needs, when it needs no
-    /// more: 1 for greedy, `2 * num_beams` for beam search. `None` when it must see the whole
-    /// row of logits: sampling, a repetition penalty or banned sequences.
+    /// How many of a slot's best tokens a decoding step needs, when it needs no more: 1 for
+    /// greedy, `2 * num_beams` for beam search, `top_k` and a margin for ties at the cut for
+    /// top-k sampling. `None` when it must see the whole row of logits: sampling without
+    /// top-k, a repetition penalty or banned sequences.
     pub fn best_needed(&self) -> Option<usize> {
+        /// Tokens past the top-k cut fetched in case of ties at it.
+        const TIE_MARGIN: usize = 16;
         if self.repetition_penalty != 1.0 || !self.banned_sequences.is_empty() {
             return None;
         }
         match self.decoding {
             Decoding::Greedy => Some(1),
             Decoding::Beam => Some(2 * self.num_beams),
+            Decoding::Sample if self.top_k > 0 => Some(self.top_k + TIE_MARGIN),
             Decoding::Sample => None,
         }
     }

@@ -72,16 +72,27 @@ impl Sequences {
                         self.prompt.iter().chain(&seq.tokens).copied().collect();
                     logits::repetition_penalty(row, &history, p.repetition_penalty);
                     logits::ban_sequences(row, &history, &p.banned_sequences);
-                    let token = match p.decoding {
-                        Decoding::Sample => {
-                            logits::sample(row, p.temperature, p.top_k, p.top_p, &mut seq.rng)
-                        }
-                        _ => logits::argmax(row),
-                    };
-                    (token as u32, logits::log_softmax(row)[token])
+                    choose(row, p, &mut seq.rng)
                 }
-                // Only greedy slots without processors are reduced (`best_needed`).
-                SlotScores::Best(best) => best[0],
+                // Reduced on the device: no processor needs the row (`best_needed`).
+                SlotScores::Best(b) => match p.decoding {
+                    Decoding::Sample => {
+                        match logits::sample_from_best(
+                            b.best,
+                            p.temperature,
+                            p.top_k,
+                            p.top_p,
+                            &mut seq.rng,
+                        ) {
+                            Some(token) => {
+                                let logit = b.best.iter().find(|x| x.0 == token).map(|x| x.1);
+                                (token, logit.unwrap_or(f32::NEG_INFINITY) - b.log_norm)
+                            }
+                            None => choose(&b.whole_row(), p, &mut seq.rng),
+                        }
+                    }
+                    _ => (b.best[0].0, b.best[0].1 - b.log_norm),
+                },
             };
             seq.logprob += logprob as f64;
             seq.tokens.push(token);
@@ -112,6 +123,15 @@ impl Sequences {
             })
             .collect()
     }
+}
+
+/// The next token from a whole row of (processed) logits, and its log-probability.
+fn choose(row: &[f32], p: &GenerationParams, rng: &mut StdRng) -> (u32, f32) {
+    let token = match p.decoding {
+        Decoding::Sample => logits::sample(row, p.temperature, p.top_k, p.top_p, rng),
+        _ => logits::argmax(row),
+    };
+    (token as u32, logits::log_softmax(row)[token])
 }
 
 fn decode(tokenizer: &Tokenizer, tokens: &[u32]) -> String {

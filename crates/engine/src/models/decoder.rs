@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::embedding::Embedding;
 use crate::config::ModelConfig;
-use crate::kv_cache::{KvCache, SequenceKv};
+use crate::kv_cache::{KvCache, PromptKv};
 use crate::quant::Linear;
 use crate::rope::{Rope, RopeAt};
 
@@ -61,24 +61,18 @@ impl Decoder {
 
     /// Runs one whole prompt (`ids [1, t]`, causal attention) and returns hidden states after
     /// the final norm `[1, t, hidden]` with the keys and values for the cache.
-    pub fn prefill(&self, ids: &Tensor) -> (Tensor, SequenceKv) {
+    pub fn prefill(&self, ids: &Tensor) -> (Tensor, PromptKv) {
         let t = ids.size()[1];
         let (hidden, keys, values) = self.forward_prompts(ids);
-        (
-            hidden,
-            SequenceKv {
-                keys,
-                values,
-                len: t as usize,
-            },
-        )
+        let lens = vec![t as usize];
+        (hidden, PromptKv { keys, values, lens })
     }
 
     /// Runs several prompts in one pass, right-padded to the longest: with causal attention a
     /// real token never sees the padding after it, so each prompt's states equal those of a
     /// pass of its own (up to the rounding of a wider product). Returns the hidden state of
-    /// each prompt's last token `[n, hidden]` and each prompt's keys and values.
-    pub fn prefill_batch(&self, prompts: &[&[u32]]) -> (Tensor, Vec<SequenceKv>) {
+    /// each prompt's last token `[n, hidden]` and the prompts' keys and values.
+    pub fn prefill_batch(&self, prompts: &[&[u32]]) -> (Tensor, PromptKv) {
         let n = prompts.len() as i64;
         let t = prompts.iter().map(|p| p.len()).max().unwrap_or(1) as i64;
         let device = self.norm.device();
@@ -94,23 +88,8 @@ impl Decoder {
         let last = Tensor::from_slice(&last).to_device(device);
         let rows = Tensor::arange(n, (Kind::Int64, device));
         let last_hidden = hidden.index(&[Some(rows), Some(last)]);
-        let sequences = prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let cut = |all: &[Tensor]| -> Vec<Tensor> {
-                    all.iter()
-                        .map(|x| x.narrow(0, i as i64, 1).narrow(2, 0, p.len() as i64))
-                        .collect()
-                };
-                SequenceKv {
-                    keys: cut(&keys),
-                    values: cut(&values),
-                    len: p.len(),
-                }
-            })
-            .collect();
-        (last_hidden, sequences)
+        let lens = prompts.iter().map(|p| p.len()).collect();
+        (last_hidden, PromptKv { keys, values, lens })
     }
 
     /// The causal forward pass over `ids [n, t]`: hidden states after the final norm, and the
