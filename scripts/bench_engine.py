@@ -107,7 +107,10 @@ def run_transformers(model, prompts, decoding, beams, new_tokens, device):
     generated = (out.shape[1] - ids.shape[1]) * out.shape[0]
     return {"prompt_tokens_per_s": ids.numel() / prefill, "generated_tokens_per_s": generated / wall,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "device_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+            # torch's allocator: what tensors took at most, and what it held from the device
+            # (beamline's figure is nvidia-smi's for its process: that plus the CUDA context).
+            "device_peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+            "device_peak_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None}
 
 
 def main():
@@ -175,11 +178,12 @@ def main():
               f"{held / 2**20:>8.0f} MiB{b['peak_rss_bytes'] / held:>12.2f}{(b['peak_rss_bytes'] - b['baseline_rss_bytes']) / held:>23.2f}")
     if args.device == "cuda":
         mib = lambda v: f"{v / 2**20:.0f} MiB" if v else "n/a"
-        print(f"\n{'case':<12}{'beamline device peak':>22}{'transformers device peak':>26}{'weights+KV':>12}")
+        print(f"\n{'case':<12}{'beamline process':>18}{'transformers allocated':>24}{'reserved':>12}{'beamline weights+KV':>21}")
         for row in results:
             b, t = row["beamline"], row.get("transformers") or {}
             held = b["weights_bytes"] + b["kv_cache_bytes"]
-            print(f"{row['case']:<12}{mib(b.get('device_peak_bytes')):>22}{mib(t.get('device_peak_bytes')):>26}{mib(held):>12}")
+            print(f"{row['case']:<12}{mib(b.get('device_peak_bytes')):>18}{mib(t.get('device_peak_bytes')):>24}"
+                  f"{mib(t.get('device_peak_reserved_bytes')):>12}{mib(held):>21}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"settings": vars(args), "results": results}, f, indent=1)

@@ -399,10 +399,41 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> EngineError {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "generation failed".into());
-    let first = text.lines().next().unwrap_or_default().to_string();
+    // tch's panicking calls format libtorch's error as `called `Result::unwrap()` on an `Err`
+    // value: Torch("<message>\n<C++ backtrace>")`, the newlines escaped: keep the message.
+    let message = text
+        .split_once("Torch(\"")
+        .map_or(text.as_str(), |(_, m)| m);
+    let first = message
+        .split("\\n")
+        .next()
+        .and_then(|m| m.lines().next())
+        .unwrap_or_default()
+        .trim_end_matches("\")")
+        .to_string();
     if text.contains("out of memory") {
         EngineError::OutOfMemory(first)
     } else {
         EngineError::Torch(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_libtorch_panic_becomes_a_short_typed_error() {
+        let oom = r#"called `Result::unwrap()` on an `Err` value: Torch("CUDA out of memory. Tried to allocate 3.05 GiB.\nException raised from malloc at CUDACachingAllocator.cpp:1574 (most recent call first):\nframe #0: c10::Error::Error")"#;
+        match panic_error(Box::new(oom.to_string())) {
+            EngineError::OutOfMemory(m) => {
+                assert_eq!(m, "CUDA out of memory. Tried to allocate 3.05 GiB.")
+            }
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+        match panic_error(Box::new("index 9 is out of bounds\nmore")) {
+            EngineError::Torch(m) => assert_eq!(m, "index 9 is out of bounds"),
+            other => panic!("expected Torch, got {other:?}"),
+        }
     }
 }

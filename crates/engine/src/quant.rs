@@ -286,7 +286,8 @@ fn unflatten(y: Tensor, lead: &[i64]) -> Tensor {
 
 fn dense(w: Tensor, bias: Option<Tensor>, device: Device, kind: Kind) -> Linear {
     Linear::Dense {
-        weight: w.to_device(device).to_kind(kind),
+        // Converted where it is, so the device never holds a float32 transient.
+        weight: w.to_kind(kind).to_device(device),
         bias,
     }
 }

@@ -196,6 +196,11 @@ impl Decoder {
                     + l.down.weight_bytes()
             })
             .sum();
-        layers + self.embed.weight_bytes() + bytes(&self.norm) + self.lm_head.weight_bytes()
+        let embed = if self.embed.shares_storage_with(&self.lm_head) {
+            0
+        } else {
+            self.embed.weight_bytes()
+        };
+        layers + embed + bytes(&self.norm) + self.lm_head.weight_bytes()
     }
 }

@@ -22,7 +22,7 @@ impl Embedding {
         let on = |t: Tensor| t.to_device(device);
         match (mode, raw) {
             (QuantMode::None, raw) | (QuantMode::Auto, raw @ RawWeight::Float(_)) => {
-                Embedding::Dense(on(raw.dequantize()).to_kind(kind))
+                Embedding::Dense(on(raw.dequantize().to_kind(kind)))
             }
             (
                 _,
@@ -63,6 +63,16 @@ impl Embedding {
                     group: cols,
                 }
             }
+        }
+    }
+
+    /// Whether the table is the output layer's own weight (tied embeddings held dense).
+    pub fn shares_storage_with(&self, lm_head: &crate::quant::Linear) -> bool {
+        match (self, lm_head) {
+            (Embedding::Dense(table), crate::quant::Linear::Dense { weight, .. }) => {
+                table.data_ptr() == weight.data_ptr()
+            }
+            _ => false,
         }
     }
 

@@ -92,17 +92,27 @@ pub fn load(
         });
     }
     let embed_raw = source.matrix("model.embed_tokens.weight")?;
-    let lm_head_raw = if source.has("lm_head.weight") && !config.tie_word_embeddings {
-        source.matrix("lm_head.weight")?
-    } else {
+    let tied = !(source.has("lm_head.weight") && !config.tie_word_embeddings);
+    let lm_head_raw = if tied {
         embed_raw.shallow_clone()
+    } else {
+        source.matrix("lm_head.weight")?
+    };
+    let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
+    let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
+    let embed = match &lm_head {
+        // A tied table that both sides hold dense is one tensor, not two (Qwen2-1.5B: 445 MiB).
+        Linear::Dense { weight, .. } if tied && embed_dense => {
+            Embedding::Dense(weight.shallow_clone())
+        }
+        _ => Embedding::build(embed_raw, mode, device, kind),
     };
     let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
     Ok(Decoder {
-        embed: Embedding::build(embed_raw, mode, device, kind),
+        embed,
         layers,
         norm: vector("model.norm.weight")?,
-        lm_head: Linear::build(lm_head_raw, None, mode, device, kind),
+        lm_head,
         rope,
         kind,
         config,
