@@ -92,7 +92,7 @@ pub fn load(
         });
     }
     let embed_raw = source.matrix("model.embed_tokens.weight")?;
-    let tied = !(source.has("lm_head.weight") && !config.tie_word_embeddings);
+    let tied = config.tie_word_embeddings || !source.has("lm_head.weight");
     let lm_head_raw = if tied {
         embed_raw.shallow_clone()
     } else {
