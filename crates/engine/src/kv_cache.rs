@@ -163,6 +163,33 @@ impl KvCache {
         )
     }
 
+    /// Each slot's length.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+
+    /// Positions each slot holds now.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// The keys and values of `layer` as float32 memory `[slots, kv_heads, capacity,
+    /// head_dim]`, for the CPU's fused attention (`cpu::attention`).
+    pub fn layer_memory(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
+        let raw = |t: &mut Tensor| {
+            assert!(
+                t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous(),
+                "raw cache access needs a contiguous float32 cache on the CPU"
+            );
+            // SAFETY: the tensor is contiguous float32 host memory of `numel` elements, owned
+            // by the cache, and `&mut self` keeps anyone else from touching it meanwhile.
+            unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+        };
+        let keys = raw(&mut self.keys[layer]);
+        let values = raw(&mut self.values[layer]);
+        (keys, values)
+    }
+
     /// Advances the lengths of the active slots by one token.
     pub fn advance(&mut self, active: &[bool]) {
         for (len, on) in self.lens.iter_mut().zip(active) {

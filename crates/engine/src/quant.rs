@@ -119,11 +119,20 @@ impl Linear {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
             Linear::Blocks { matrix, .. } => {
-                let (x2, lead) = flatten(&x.to_kind(Kind::Float));
-                let x2 = x2.contiguous();
-                let m = x2.size()[0] as usize;
+                // Few libtorch calls on this path: at batch 1 their dispatch is a large part
+                // of a step (four products per layer).
+                let x2 = if x.kind() == Kind::Float && x.is_contiguous() {
+                    x.shallow_clone()
+                } else {
+                    x.to_kind(Kind::Float).contiguous()
+                };
+                let mut shape = x2.size();
+                let m = x2.numel() / matrix.cols();
                 let rows = matrix.rows();
-                let y = Tensor::empty([m as i64, rows as i64], (Kind::Float, Device::Cpu));
+                if let Some(last) = shape.last_mut() {
+                    *last = rows as i64;
+                }
+                let y = Tensor::empty(shape.as_slice(), (Kind::Float, Device::Cpu));
                 // SAFETY: both tensors are contiguous float32 on the CPU, of exactly these
                 // sizes, and live until the end of the block; `y` was just allocated, so nothing
                 // else aliases it.
@@ -132,7 +141,7 @@ impl Linear {
                     let out = std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * rows);
                     cpu::multiply(matrix, input, m, out);
                 }
-                unflatten(y, &lead)
+                y
             }
             Linear::Int8 { weight, scales, .. } => {
                 let (x2, lead) = flatten(x);

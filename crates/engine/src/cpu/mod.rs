@@ -15,7 +15,9 @@
 //! - `expand`: block rows expanded to floats, for the GEMM's panels.
 //! - `pool`: the fork-join pool the kernels split their rows over (spins between calls).
 //! - `gemm`: wide batches: panels of expanded rows times every activation row, register-tiled.
+//! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 
+pub mod attention;
 mod blocks;
 mod dot;
 mod expand;

@@ -58,6 +58,16 @@ pub fn log_softmax(row: &[f32]) -> Vec<f32> {
     row.iter().map(|&v| v - max - log_sum).collect()
 }
 
+/// `log_softmax(row)[token]` without building the whole row (same arithmetic, same bits).
+pub fn log_prob(row: &[f32], token: usize) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    row[token] - max - sum.ln() as f32
+}
+
 /// Temperature, then top-k, then top-p, then a draw from the softmax (transformers' warpers).
 pub fn sample(
     row: &[f32],
@@ -175,6 +185,15 @@ mod tests {
         let mut row = vec![0.0; 5];
         ban_sequences(&mut row, &[2, 1], &[vec![2, 3]]);
         assert_eq!(row[3], 0.0);
+    }
+
+    #[test]
+    fn log_prob_is_log_softmax_at_the_token() {
+        let row = [0.3f32, -1.0, 2.5, 2.5, f32::NEG_INFINITY];
+        let all = log_softmax(&row);
+        for (t, &want) in all.iter().enumerate() {
+            assert_eq!(log_prob(&row, t).to_bits(), want.to_bits());
+        }
     }
 
     #[test]

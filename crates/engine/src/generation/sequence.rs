@@ -131,7 +131,7 @@ fn choose(row: &[f32], p: &GenerationParams, rng: &mut StdRng) -> (u32, f32) {
         Decoding::Sample => logits::sample(row, p.temperature, p.top_k, p.top_p, rng),
         _ => logits::argmax(row),
     };
-    (token as u32, logits::log_softmax(row)[token])
+    (token as u32, logits::log_prob(row, token))
 }
 
 fn decode(tokenizer: &Tokenizer, tokens: &[u32]) -> String {

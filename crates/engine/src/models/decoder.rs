@@ -6,9 +6,14 @@ use tch::{Kind, Tensor};
 
 use super::embedding::Embedding;
 use crate::config::ModelConfig;
+use crate::cpu::attention::{self, AttentionShape};
 use crate::kv_cache::{KvCache, PromptKv};
 use crate::quant::Linear;
 use crate::rope::{Rope, RopeAt};
+
+/// Up to this many slots, a CPU decoding step runs each layer's attention in
+/// `cpu::attention` (dispatch-bound); from here on libtorch's batched kernels pay off.
+const FUSED_ATTENTION_MAX_SLOTS: usize = 4;
 
 pub struct Layer {
     pub attn_norm: Tensor,
@@ -138,6 +143,11 @@ impl Decoder {
         let lens: Vec<i64> = (0..slots).map(|s| cache.len(s) as i64).collect();
         let span = lens.iter().copied().max().unwrap_or(0) + 1;
         cache.reserve(span as usize);
+        if slots <= FUSED_ATTENTION_MAX_SLOTS {
+            if let Some((cos, sin)) = self.rope.host_tables() {
+                return self.decode_fused(ids, cache, active, cos, sin);
+            }
+        }
         let positions = Tensor::from_slice(&lens).to_device(device);
         // mask[s, 0, 0, j] = j <= len[s]
         let mask = Tensor::arange(span, (Kind::Int64, device))
@@ -167,6 +177,52 @@ impl Decoder {
                 true,
             );
             let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
+            x += layer.o.forward(&attn);
+            let normed = self.rms_norm(&x, &layer.mlp_norm);
+            x += self.mlp(layer, &normed);
+        }
+        cache.advance(active);
+        let hidden = self.rms_norm(&x, &self.norm).squeeze_dim(1);
+        self.logits(&hidden)
+    }
+
+    /// `decode` for a few slots of a float32 model on the CPU: rope, the cache writes and the
+    /// attention of each layer run in one pass of `cpu::attention` instead of ~25 libtorch
+    /// operations, whose dispatch would cost as much as the layer's matmuls at batch 1.
+    fn decode_fused(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        active: &[bool],
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Tensor {
+        let c = &self.config;
+        let slots = cache.slots() as i64;
+        let shape = AttentionShape {
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            capacity: cache.capacity(),
+        };
+        let lens = cache.lens().to_vec();
+        let mut x = self.embed.forward(&ids.view([slots, 1]), self.kind);
+        for (index, layer) in self.layers.iter().enumerate() {
+            let normed = self.rms_norm(&x, &layer.attn_norm);
+            let qkv = layer.qkv.forward(&normed).to_kind(Kind::Float).contiguous();
+            let attn = Tensor::empty(
+                [slots, 1, (c.num_heads * c.head_dim) as i64],
+                (Kind::Float, tch::Device::Cpu),
+            );
+            let (keys, values) = cache.layer_memory(index);
+            // SAFETY: `qkv` and `attn` are contiguous float32 host tensors of exactly these
+            // sizes, alive for the block; `qkv` was just computed and `attn` just allocated, so
+            // nothing else aliases them.
+            unsafe {
+                let qkv = std::slice::from_raw_parts_mut(qkv.data_ptr() as *mut f32, qkv.numel());
+                let out = std::slice::from_raw_parts_mut(attn.data_ptr() as *mut f32, attn.numel());
+                attention::decode_step(shape, qkv, &lens, cos, sin, keys, values, out);
+            }
             x += layer.o.forward(&attn);
             let normed = self.rms_norm(&x, &layer.mlp_norm);
             x += self.mlp(layer, &normed);
