@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use tch::Tensor;
 
+use super::admission::{admit, GPU_PREFILL_TOKENS};
 use super::beam::BeamSearch;
 use super::params::Decoding;
 use super::scores::{host_floats, SlotScores, StepScores};
 use super::sequence::Sequences;
 use super::{GenerationOutput, GenerationRequest};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, SlotMoves};
 use crate::models::decoder::Decoder;
 use crate::tokenizer::Tokenizer;
 
@@ -175,7 +176,6 @@ fn run_session(
 
     loop {
         // Admit waiting requests while their slots fit, pulling more from the source.
-        // Admit waiting requests while their slots fit, pulling more from the source.
         loop {
             let group = admit(waiting, source, &mut free, prefill_tokens);
             if group.is_empty() {
@@ -276,79 +276,6 @@ fn run_session(
         moves.apply(&mut cache);
         stats.decode_time += started.elapsed();
     }
-}
-
-/// Cache slot copies a step's beam searches asked for (`dst <- src`), gathered so that one
-/// index operation per layer tensor serves every request of the batch; on a GPU a gather per
-/// request would cost a launch per layer tensor and request (16 beam requests: 1,800 a step).
-#[derive(Default)]
-struct SlotMoves {
-    dsts: Vec<usize>,
-    srcs: Vec<usize>,
-}
-
-impl SlotMoves {
-    fn add(&mut self, dsts: &[usize], srcs: &[usize]) {
-        for (&d, &s) in dsts.iter().zip(srcs) {
-            if d != s {
-                self.dsts.push(d);
-                self.srcs.push(s);
-            }
-        }
-    }
-
-    /// Applies the copies at once (each reads the cache as it was) and forgets them.
-    fn apply(&mut self, cache: &mut KvCache) {
-        if !self.dsts.is_empty() {
-            cache.gather(&self.dsts, &self.srcs);
-            self.dsts.clear();
-            self.srcs.clear();
-        }
-    }
-}
-
-/// Padded prompt tokens one GPU prefill pass may take. A GPU runs a few prompts together in
-/// about the time of one; the CPU is busy with one already, and a pass of its own keeps a
-/// prompt's float32 results bit-identical to transformers'.
-const GPU_PREFILL_TOKENS: usize = 16_384;
-
-/// A request admitted to the cache: its key, itself, and its slots.
-type Admitted = (u64, GenerationRequest, Vec<usize>);
-
-/// Takes waiting requests, in order, while their slots fit the free ones, into one prefill
-/// group of at most `max_tokens` padded tokens (always at least one request that fits).
-fn admit(
-    waiting: &mut VecDeque<(u64, GenerationRequest)>,
-    source: &mut dyn RequestSource,
-    free: &mut Vec<usize>,
-    max_tokens: usize,
-) -> Vec<Admitted> {
-    let mut group: Vec<Admitted> = Vec::new();
-    let mut longest = 0;
-    loop {
-        if waiting.is_empty() && !free.is_empty() {
-            match source.next(false) {
-                Some(r) => waiting.push_back(r),
-                None => break,
-            }
-        }
-        let Some((_, req)) = waiting.front() else {
-            break;
-        };
-        let widest = longest.max(req.prompt_ids.len());
-        if req.params.slots() > free.len()
-            || (!group.is_empty() && widest * (group.len() + 1) > max_tokens)
-        {
-            break;
-        }
-        let Some((index, req)) = waiting.pop_front() else {
-            break;
-        };
-        longest = widest;
-        let slots: Vec<usize> = (0..req.params.slots()).filter_map(|_| free.pop()).collect();
-        group.push((index, req, slots));
-    }
-    group
 }
 
 fn empty_output() -> GenerationOutput {

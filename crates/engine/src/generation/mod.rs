@@ -9,8 +9,10 @@
 //! - `beam`: beam search with transformers' scoring.
 //! - `scores`: what a step reads of each slot's logits (whole rows, or the best few reduced
 //!   on the GPU).
+//! - `admission`: which waiting requests join the batch, and which are prefilled together.
 //! - `batcher`: slots, prefill, batched decode steps.
 
+mod admission;
 mod batcher;
 mod beam;
 mod logits;
