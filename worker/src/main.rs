@@ -12,6 +12,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     beamline_telemetry::init_logs(cli.log_json);
+    quiet_panics();
     match commands::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -19,4 +20,26 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// libtorch reports a failed operation (a CUDA out-of-memory above all) by a panic, which the
+/// engine turns into a typed error; the default hook would first print the whole message, a
+/// C++ backtrace included, for an error the caller handles. Panics are logged in one line
+/// instead; `RUST_BACKTRACE` brings the default report back.
+fn quiet_panics() {
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        let first = message.split("\\n").next().unwrap_or(message);
+        let first = first.lines().next().unwrap_or(first);
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        tracing::error!("panicked at {location}: {first}");
+    }));
 }

@@ -411,7 +411,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> EngineError {
         .unwrap_or_default()
         .trim_end_matches("\")")
         .to_string();
-    if text.contains("out of memory") {
+    if crate::error::is_out_of_memory(&text) {
         EngineError::OutOfMemory(first)
     } else {
         EngineError::Torch(first)
@@ -431,6 +431,11 @@ mod tests {
             }
             other => panic!("expected OutOfMemory, got {other:?}"),
         }
+        let cpu = r#"called `Result::unwrap()` on an `Err` value: Torch("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 98304000000 bytes.\nframe #0")"#;
+        assert!(matches!(
+            panic_error(Box::new(cpu)),
+            EngineError::OutOfMemory(_)
+        ));
         match panic_error(Box::new("index 9 is out of bounds\nmore")) {
             EngineError::Torch(m) => assert_eq!(m, "index 9 is out of bounds"),
             other => panic!("expected Torch, got {other:?}"),

@@ -57,12 +57,18 @@ pub enum RequestError {
 impl From<tch::TchError> for EngineError {
     fn from(err: tch::TchError) -> Self {
         let text = err.to_string();
-        if text.contains("out of memory") || text.contains("CUDA out of memory") {
+        if is_out_of_memory(&text) {
             EngineError::OutOfMemory(first_line(&text))
         } else {
             EngineError::Torch(first_line(&text))
         }
     }
+}
+
+/// Whether libtorch's message says an allocation failed: CUDA's "out of memory", or the CPU
+/// allocator's "can't allocate memory".
+pub(crate) fn is_out_of_memory(text: &str) -> bool {
+    text.contains("out of memory") || text.contains("can't allocate memory")
 }
 
 fn first_line(text: &str) -> String {
