@@ -128,9 +128,7 @@ impl Decoder {
             keys.push(k);
             values.push(v);
             let attn = attn.transpose(1, 2).reshape([n, t, -1]);
-            x += layer.o.forward(&attn);
-            let normed = self.rms_norm(&x, &layer.mlp_norm);
-            x += self.mlp(layer, &normed);
+            self.after_attention(layer, &mut x, &attn);
         }
         (self.rms_norm(&x, &self.norm), keys, values)
     }
@@ -177,13 +175,9 @@ impl Decoder {
                 true,
             );
             let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
-            x += layer.o.forward(&attn);
-            let normed = self.rms_norm(&x, &layer.mlp_norm);
-            x += self.mlp(layer, &normed);
+            self.after_attention(layer, &mut x, &attn);
         }
-        cache.advance(active);
-        let hidden = self.rms_norm(&x, &self.norm).squeeze_dim(1);
-        self.logits(&hidden)
+        self.end_step(&x, cache, active)
     }
 
     /// `decode` for a few slots of a float32 model on the CPU: rope, the cache writes and the
@@ -223,12 +217,24 @@ impl Decoder {
                 let out = std::slice::from_raw_parts_mut(attn.data_ptr() as *mut f32, attn.numel());
                 attention::decode_step(shape, qkv, &lens, cos, sin, keys, values, out);
             }
-            x += layer.o.forward(&attn);
-            let normed = self.rms_norm(&x, &layer.mlp_norm);
-            x += self.mlp(layer, &normed);
+            self.after_attention(layer, &mut x, &attn);
         }
+        self.end_step(&x, cache, active)
+    }
+
+    /// The rest of a layer once its attention is computed: output projection and residual,
+    /// then the MLP and its residual.
+    fn after_attention(&self, layer: &Layer, x: &mut Tensor, attn: &Tensor) {
+        *x += layer.o.forward(attn);
+        let normed = self.rms_norm(x, &layer.mlp_norm);
+        *x += self.mlp(layer, &normed);
+    }
+
+    /// Ends a decoding step: the active slots advance, and the hidden states `[slots, 1,
+    /// hidden]` become logits `[slots, vocab]`.
+    fn end_step(&self, x: &Tensor, cache: &mut KvCache, active: &[bool]) -> Tensor {
         cache.advance(active);
-        let hidden = self.rms_norm(&x, &self.norm).squeeze_dim(1);
+        let hidden = self.rms_norm(x, &self.norm).squeeze_dim(1);
         self.logits(&hidden)
     }
 
