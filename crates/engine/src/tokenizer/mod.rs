@@ -78,18 +78,11 @@ impl Tokenizer {
 
         let (model, pre_tokenizer, decoder) = if sentencepiece {
             let scores = file.get_f64_array("tokenizer.ggml.scores")?;
-            let (mut model, pre, decoder) = sentencepiece::spec_parts(&tokens, &scores);
-            if let Ok(merges) = file.get_str_array("tokenizer.ggml.merges") {
-                model["merges"] = json!(merges);
-            }
-            (model, pre, decoder)
+            let merges = file.get_str_array("tokenizer.ggml.merges").ok();
+            sentencepiece::spec_parts(&tokens, &scores, merges)
         } else {
             let merges = file.get_str_array("tokenizer.ggml.merges")?;
-            let vocab: serde_json::Map<String, Value> = tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.to_string(), json!(i)))
-                .collect();
+            let vocab = vocab_json(&tokens);
             let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
             let model = json!({
                 "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
@@ -181,6 +174,15 @@ impl Tokenizer {
 
 /// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names, as the original `tokenizer.json`
 /// of those models defines it.
+/// A BPE model's `vocab`: each token to its index.
+fn vocab_json(tokens: &[&str]) -> serde_json::Map<String, Value> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), json!(i)))
+        .collect()
+}
+
 /// A post-processor that puts BOS before and EOS after each sequence (either may be absent).
 fn template(bos: Option<(&str, u32)>, eos: Option<(&str, u32)>) -> Value {
     let around = |type_id: u32, seq: &str| -> Vec<Value> {

@@ -60,16 +60,20 @@ pub fn merges_from_scores(tokens: &[&str], scores: &[f64]) -> Vec<String> {
 }
 
 /// The `tokenizer.json` parts of a SentencePiece vocabulary: model, pre-tokenizer, decoder.
-pub fn spec_parts(tokens: &[&str], scores: &[f64]) -> (Value, Value, Value) {
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
+/// The file's own merges are used when it has them; else they are recovered from the scores.
+pub fn spec_parts(
+    tokens: &[&str],
+    scores: &[f64],
+    merges: Option<Vec<&str>>,
+) -> (Value, Value, Value) {
+    let merges = match merges {
+        Some(merges) => json!(merges),
+        None => json!(merges_from_scores(tokens, scores)),
+    };
     let model = json!({
         "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
         "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-        "vocab": vocab, "merges": merges_from_scores(tokens, scores),
+        "vocab": super::vocab_json(tokens), "merges": merges,
     });
     let pre_tokenizer = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
     let decoder = json!({"type": "Sequence", "decoders": [
