@@ -21,6 +21,10 @@ pub struct ModelArgs {
     /// Sequences decoded together.
     #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
+    /// on: batched products on the CPU's AMX tile unit where there is one (bfloat16 factors,
+    /// float32 sums); off: float32 activations everywhere.
+    #[arg(long, env = "BEAMLINE_AMX", default_value = "on", value_parser = parse_switch)]
+    pub amx: bool,
     /// The model catalog.
     #[arg(
         long,
@@ -72,6 +76,7 @@ impl ModelArgs {
                 quant: self.quant,
                 device: self.device,
                 max_batch: self.max_batch,
+                amx: self.amx,
             },
         )
         .with_context(|| format!("loading {}", path.display()))?;
@@ -79,10 +84,20 @@ impl ModelArgs {
             model = %path.display(),
             device = beamline_engine::device::name(engine.device()),
             quant = self.quant.name(),
+            amx = engine.uses_amx(),
             weights_mib = engine.weight_bytes() / (1 << 20),
             load_ms = started.elapsed().as_millis() as u64,
             "Model loaded."
         );
         Ok(engine)
+    }
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`).
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        other => Err(format!("'{other}': expected on or off")),
     }
 }

@@ -1,11 +1,12 @@
 //! Times the CPU block kernels on SmolLM2-135M's matrix shapes (one decoding step's worth of
 //! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`) and the
-//! register-tiled GEMM on expanded panels (`gemm`). Prints wall and CPU milliseconds per step
+//! register-tiled GEMM on expanded panels (`gemm`), and the AMX tile kernel where the CPU has one
+//! (`amx`). Prints wall and CPU milliseconds per step
 //! (CPU time still means something on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{gemm, matmul, BlockMatrix};
+use beamline_engine::cpu::{amx, gemm, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -43,7 +44,10 @@ fn main() {
             }
         })
         .collect();
-    let kernels = ["matmul", "gemm"];
+    let mut kernels = vec!["matmul", "gemm"];
+    if amx::available() {
+        kernels.push("amx");
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -55,7 +59,7 @@ fn main() {
     };
     for m in sizes {
         let mut line = format!("batch {m:>3}:");
-        for kernel in kernels {
+        for &kernel in &kernels {
             let mut out_all = Vec::new();
             let reps = if m <= 4 { 30 } else { 6 };
             let started = Instant::now();
@@ -66,7 +70,8 @@ fn main() {
                     let mut out = vec![0f32; m * r];
                     match kernel {
                         "matmul" => matmul(w, &x, m, &mut out),
-                        _ => gemm(w, &x, m, &mut out),
+                        "gemm" => gemm(w, &x, m, &mut out),
+                        _ => amx::gemm(w, &x, m, &mut out),
                     }
                     out_all.push(out[0]);
                 }

@@ -25,6 +25,10 @@ pub struct EngineOptions {
     pub device: DeviceChoice,
     /// Sequences decoded together (KV-cache slots).
     pub max_batch: usize,
+    /// On a CPU with AMX tile units, run the block products of several rows (prefill, batched
+    /// decoding) there: bfloat16 factors with float32 sums, several times faster than float32.
+    /// Off: float32 activations everywhere (exactly the dequantized model's arithmetic).
+    pub amx: bool,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +37,7 @@ impl Default for EngineOptions {
             quant: QuantMode::Auto,
             device: DeviceChoice::Auto,
             max_batch: 32,
+            amx: true,
         }
     }
 }
@@ -90,11 +95,12 @@ impl Engine {
             tch::set_num_threads(1);
         }
         let _guard = tch::no_grad_guard();
-        let (model, tokenizer, template_source) = if path.is_dir() {
+        let (mut model, tokenizer, template_source) = if path.is_dir() {
             load_hf_folder(path, options.quant, device)?
         } else {
             load_gguf(path, options.quant, device)?
         };
+        model.allow_tiles(options.amx);
         release_free_memory();
         let chat_template = match template_source {
             Some(source) => Some(ChatTemplate::new(
@@ -143,6 +149,11 @@ impl Engine {
     /// Bytes of weights held on the device.
     pub fn weight_bytes(&self) -> usize {
         self.model.weight_bytes()
+    }
+
+    /// Whether batched products run on the CPU's AMX tile unit (see [`EngineOptions::amx`]).
+    pub fn uses_amx(&self) -> bool {
+        self.model.uses_tiles()
     }
 
     pub fn storage_summary(&self) -> String {

@@ -64,10 +64,12 @@ pub enum Linear {
         scales: Tensor,
         bias: Option<Tensor>,
     },
-    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels.
+    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels; `tiles`: products of several rows may
+    /// run on the AMX tile unit (bfloat16 factors, float32 sums).
     Blocks {
         matrix: BlockMatrix,
         bias: Option<Tensor>,
+        tiles: bool,
     },
     /// libtorch's packed int4 layout; `w = (q - 8) * scale + zero` per group.
     Int4 {
@@ -92,7 +94,11 @@ impl Linear {
         let (out, inp) = raw.shape();
         if device == Device::Cpu && mode != QuantMode::None && cpu::available() && inp % 32 == 0 {
             if let Some(matrix) = cpu_blocks(raw.shallow_clone(), mode) {
-                return Linear::Blocks { matrix, bias };
+                return Linear::Blocks {
+                    matrix,
+                    bias,
+                    tiles: true,
+                };
             }
         }
         let int4_ok = out % 16 == 0 && inp % INT4_GROUP as i64 == 0;
@@ -115,10 +121,22 @@ impl Linear {
         }
     }
 
+    /// Allows or forbids the AMX tile unit for this layer's block products.
+    pub fn allow_tiles(&mut self, allow: bool) {
+        if let Linear::Blocks { tiles, .. } = self {
+            *tiles = allow;
+        }
+    }
+
+    /// Whether this layer's wide products run on the AMX tile unit.
+    pub fn uses_tiles(&self) -> bool {
+        matches!(self, Linear::Blocks { tiles: true, .. }) && cpu::amx::available()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
-            Linear::Blocks { matrix, .. } => {
+            Linear::Blocks { matrix, tiles, .. } => {
                 // Few libtorch calls on this path: at batch 1 their dispatch is a large part
                 // of a step (four products per layer).
                 let x2 = if x.kind() == Kind::Float && x.is_contiguous() {
@@ -139,7 +157,7 @@ impl Linear {
                 unsafe {
                     let input = std::slice::from_raw_parts(x2.data_ptr() as *const f32, x2.numel());
                     let out = std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * rows);
-                    cpu::multiply(matrix, input, m, out);
+                    cpu::multiply(matrix, input, m, out, *tiles);
                 }
                 y
             }

@@ -15,8 +15,10 @@
 //! - `expand`: block rows expanded to floats, for the GEMM's panels.
 //! - `pool`: the fork-join pool the kernels split their rows over (spins between calls).
 //! - `gemm`: wide batches: panels of expanded rows times every activation row, register-tiled.
+//! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 
+pub mod amx;
 pub mod attention;
 mod blocks;
 mod dot;
@@ -32,9 +34,15 @@ pub use matmul::matmul;
 /// From this many activation rows on, [`gemm`] beats the per-row dot kernels of [`matmul`].
 pub const GEMM_MIN_ROWS: usize = 8;
 
-/// `y = x W^T` by whichever kernel suits `m` rows.
-pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
-    if m >= GEMM_MIN_ROWS {
+/// From this many activation rows on, the tile unit ([`amx::gemm`]) runs the product where the
+/// CPU has one.
+pub const AMX_MIN_ROWS: usize = 2;
+
+/// `y = x W^T` by whichever kernel suits `m` rows; `tiles` allows the AMX tile unit.
+pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], tiles: bool) {
+    if tiles && m >= AMX_MIN_ROWS && amx::available() {
+        amx::gemm(w, x, m, out)
+    } else if m >= GEMM_MIN_ROWS {
         gemm(w, x, m, out)
     } else {
         matmul(w, x, m, out)

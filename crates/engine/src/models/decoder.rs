@@ -243,6 +243,26 @@ impl Decoder {
         self.lm_head.forward(hidden).to_kind(Kind::Float)
     }
 
+    /// Allows or forbids the AMX tile unit for every block-quantized layer.
+    pub fn allow_tiles(&mut self, allow: bool) {
+        for layer in &mut self.layers {
+            for linear in [
+                &mut layer.qkv,
+                &mut layer.o,
+                &mut layer.gate_up,
+                &mut layer.down,
+            ] {
+                linear.allow_tiles(allow);
+            }
+        }
+        self.lm_head.allow_tiles(allow);
+    }
+
+    /// Whether any layer's wide products run on the AMX tile unit.
+    pub fn uses_tiles(&self) -> bool {
+        self.lm_head.uses_tiles() || self.layers.iter().any(|l| l.gate_up.uses_tiles())
+    }
+
     /// Bytes of weights held on the device.
     pub fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();

@@ -24,13 +24,14 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-fn load(quant: QuantMode) -> Mutex<Engine> {
+fn load(quant: QuantMode, amx: bool) -> Mutex<Engine> {
     let engine = Engine::load(
         &model_path(),
         EngineOptions {
             quant,
             device: DeviceChoice::Cpu,
             max_batch: 16,
+            amx,
         },
     )
     .expect("load the test model");
@@ -40,13 +41,20 @@ fn load(quant: QuantMode) -> Mutex<Engine> {
 /// The model dequantized to float32 (what transformers runs).
 pub fn engine_f32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::None))
+    E.get_or_init(|| load(QuantMode::None, true))
 }
 
-/// The model in its own Q4_1 quantization.
+/// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
+/// on the AMX tile unit where the CPU has one).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto))
+    E.get_or_init(|| load(QuantMode::Auto, true))
+}
+
+/// The Q4_1 model with float32 activations everywhere (`amx` off).
+pub fn engine_q4_float32() -> &'static Mutex<Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| load(QuantMode::Auto, false))
 }
 
 pub fn reference() -> &'static Value {

@@ -1,0 +1,449 @@
+//! Wide products on CPUs with AMX tile units (Intel Xeon from Sapphire Rapids on). Each task
+//! expands a panel of weight rows to bfloat16 (one block of 32 inputs is exactly one 64-byte
+//! tile row) and multiplies it by the activations, converted once per call to bfloat16 in the
+//! tile unit's pair-interleaved layout, 16x16 outputs at a time with float32 accumulation.
+//!
+//! Why: the float32 GEMM is bound by the vector units' multiply-adds at batch 16 and up; the
+//! tile unit does sixteen times as many per cycle, so what is left is expanding the blocks,
+//! which the float32 GEMM pays too. The cost is that activations and the expanded weights are
+//! rounded to bfloat16 (8 significant bits) before an exact float32 accumulation: measured on
+//! SmolLM2 Q4_1, see the README. The engine option `amx` (`--amx off`) turns this path off.
+//!
+//! The tile registers are not known to the compiler: each task loads the one configuration all
+//! eight tiles share, uses the tiles only inside this module's functions, and releases them.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use super::blocks::{BlockMatrix, BLOCK};
+use super::pool;
+
+/// Rows (weight rows, or activation rows) per tile.
+const TILE: usize = 16;
+/// Bytes of one tile: 16 rows of 64 bytes.
+const TILE_BYTES: usize = 1024;
+/// Weight rows per task; a multiple of 32 (two tiles).
+const PANEL_ROWS: usize = 64;
+
+/// Whether the tile unit can be used: the CPU has AMX-BF16 and AVX-512 BF16, and the kernel
+/// grants this process the tile state.
+pub fn available() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    if !(std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512bf16"))
+    {
+        return false;
+    }
+    // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+    let leaf7 = __cpuid_count(7, 0);
+    if leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+        return false;
+    }
+    // Linux hands out the 8 KiB of tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM
+    // for XFEATURE_XTILEDATA); the permission covers every thread of the process.
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    unsafe extern "C" {
+        fn syscall(number: i64, ...) -> i64;
+    }
+    // SAFETY: a plain system call with integer arguments.
+    unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> bool {
+    false
+}
+
+thread_local! {
+    /// The caller's activations in tile layout, reused across calls.
+    static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
+pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(available(), "the AMX kernel needs the tile unit");
+    assert_eq!(x.len(), m * cols);
+    assert_eq!(out.len(), m * rows);
+    let groups = m.div_ceil(TILE);
+    ACTIVATIONS.with_borrow_mut(|acts| {
+        acts.clear();
+        acts.resize(groups * (cols / BLOCK) * TILE_BYTES, 0);
+        // SAFETY: `available()` checked the CPU; `acts` holds a tile per group and block.
+        unsafe { x86::activation_tiles(x, m, cols, acts) };
+        let acts: &[u8] = acts;
+        pool::by_row_chunks(rows, PANEL_ROWS, m, out, |start, end| {
+            let mut tile = vec![0f32; m * (end - start)];
+            // SAFETY: as above; `acts` was sized for `m` rows of `cols` inputs.
+            unsafe { x86::panel_product(w, start, end, acts, m, &mut tile) };
+            tile
+        });
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
+    use super::{TILE, TILE_BYTES};
+
+    /// Palette 1; all eight tiles 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    static CONFIG: TileConfig = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+
+    /// Converts activation rows to bfloat16 tiles: tile `(group, kb)` holds rows
+    /// `16 group..16 group + 16` and inputs `32 kb..32 kb + 32`; its row `p` holds, for each
+    /// activation row `i`, the pair of inputs `2p, 2p + 1` (the layout `tdpbf16ps` reads its
+    /// second operand in). Rows past `m` stay zero.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/BF16; `tiles` holds `ceil(m / 16) * cols / 32` tiles.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn activation_tiles(x: &[f32], m: usize, cols: usize, tiles: &mut [u8]) {
+        let kblocks = cols / BLOCK;
+        assert!(x.len() >= m * cols && tiles.len() >= m.div_ceil(TILE) * kblocks * TILE_BYTES);
+        let mut pairs = [0u32; 16];
+        for i in 0..m {
+            let (group, lane) = (i / TILE, i % TILE);
+            for kb in 0..kblocks {
+                // SAFETY: `x` holds row `i`'s 32 inputs of block `kb` (asserted above).
+                unsafe {
+                    let src = x.as_ptr().add(i * cols + kb * BLOCK);
+                    let lo = _mm512_loadu_ps(src);
+                    let hi = _mm512_loadu_ps(src.add(16));
+                    let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
+                }
+                let tile = &mut tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES];
+                for (p, pair) in pairs.iter().enumerate() {
+                    let at = p * 64 + lane * 4;
+                    tile[at..at + 4].copy_from_slice(&pair.to_ne_bytes());
+                }
+            }
+        }
+    }
+
+    /// Expands the blocks of one weight row (from block `first`) to bfloat16: block `kb` becomes
+    /// row `r` of the pair of tiles `panel[kb]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/BF16; the row's `panel.len()` blocks exist; `r < 32`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn expand_row(w: &BlockMatrix, first: usize, panel: &mut [Tiles<PAIR>], r: usize) {
+        let count = panel.len();
+        match w {
+            BlockMatrix::Q4 { blocks, .. } => {
+                for (block, pair) in blocks[first..first + count].iter().zip(panel) {
+                    // SAFETY: the caller's contract.
+                    unsafe { q4_block(block, pair.0.as_mut_ptr().add(r * BLOCK)) }
+                }
+            }
+            BlockMatrix::Q8 { blocks, .. } => {
+                for (block, pair) in blocks[first..first + count].iter().zip(panel) {
+                    // SAFETY: as above.
+                    unsafe { q8_block(block, pair.0.as_mut_ptr().add(r * BLOCK)) }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
+        // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
+        unsafe {
+            let q = _mm_loadu_si128(block.qs.as_ptr().cast());
+            let mask = _mm_set1_epi8(0x0F);
+            let low = _mm512_cvtepu8_epi32(_mm_and_si128(q, mask));
+            let high = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask));
+            let (scale, min) = (_mm512_set1_ps(block.scale), _mm512_set1_ps(block.min));
+            let low = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), scale, min);
+            let high = _mm512_fmadd_ps(_mm512_cvtepi32_ps(high), scale, min);
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.cast(), packed);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn q8_block(block: &Q8Block, out: *mut u16) {
+        // SAFETY: `block.qs` is 32 bytes; `out` has room for 32 values (the caller's contract).
+        unsafe {
+            let q = block.qs.as_ptr().cast::<__m128i>();
+            let low = _mm512_cvtepi8_epi32(_mm_loadu_si128(q));
+            let high = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(1)));
+            let scale = _mm512_set1_ps(block.scale);
+            let low = _mm512_mul_ps(_mm512_cvtepi32_ps(low), scale);
+            let high = _mm512_mul_ps(_mm512_cvtepi32_ps(high), scale);
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.cast(), packed);
+        }
+    }
+
+    /// 32 weight rows as bfloat16 tiles: block `kb` of rows 0..16, then of rows 16..32, for
+    /// every block (2 KiB per block), aligned for tile loads.
+    #[repr(C, align(64))]
+    struct Tiles<const N: usize>([u16; N]);
+
+    /// Two tiles of weights (32 rows, one block): the unit of the fused loop.
+    const PAIR: usize = 2 * TILE * BLOCK;
+
+    thread_local! {
+        /// A sub-panel of 32 expanded weight rows, for products with many activation groups.
+        static SUB_PANEL: std::cell::RefCell<Vec<Tiles<PAIR>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `tile[i, j] = x[i] · w[start + j]` for weight rows `start..end` and the `m` activation
+    /// rows given as tiles, written `[m, end - start]`.
+    ///
+    /// Weight rows go 32 at a time. With at most two activation groups, each block of the 32
+    /// rows is expanded into a 2 KiB buffer that stays in L1 and multiplied at once; with more,
+    /// the 32 rows are expanded whole first, then multiplied by each pair of groups in turn.
+    ///
+    /// # Safety
+    /// The process holds the tile permission (`available()`), the CPU has AVX-512 BF16; `acts`
+    /// holds `ceil(m / 16) * cols / 32` tiles; `tile` holds `m * (end - start)` floats.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn panel_product(
+        w: &BlockMatrix,
+        start: usize,
+        end: usize,
+        acts: &[u8],
+        m: usize,
+        tile: &mut [f32],
+    ) {
+        let kblocks = w.cols() / BLOCK;
+        let groups = m.div_ceil(TILE);
+        let width = end - start;
+        assert!(end <= w.rows() && tile.len() >= m * width);
+        assert!(acts.len() >= groups * kblocks * TILE_BYTES);
+        let group_tiles = |g: usize| acts[g * kblocks * TILE_BYTES..].as_ptr();
+        let mut products = Products([0f32; 4 * TILE * TILE]);
+        // SAFETY: the configuration is a valid palette-1 configuration.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) &CONFIG as *const TileConfig) };
+        for r0 in (start..end).step_by(2 * TILE) {
+            let count = (end - r0).min(2 * TILE);
+            SUB_PANEL.with_borrow_mut(|panel| {
+                panel.resize_with(kblocks, || Tiles([0u16; PAIR]));
+                if count < 2 * TILE {
+                    panel.iter_mut().for_each(|pair| pair.0.fill(0));
+                }
+                for r in 0..count {
+                    // SAFETY: row `r0 + r` exists; each pair holds 32 rows of 32 values.
+                    unsafe { expand_row(w, (r0 + r) * kblocks, panel, r) };
+                }
+                for g0 in (0..groups).step_by(2) {
+                    let second = (g0 + 1 < groups).then(|| group_tiles(g0 + 1));
+                    // SAFETY: the tiles cover `kblocks` blocks of these groups.
+                    unsafe {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3"
+                        );
+                        for (kb, pair) in panel.iter().enumerate() {
+                            step(pair.0.as_ptr().cast(), group_tiles(g0), second, kb);
+                        }
+                        store(&mut products);
+                    }
+                    let two = second.is_some();
+                    scatter(&products, r0 - start, g0, two, m, width, tile);
+                }
+            });
+        }
+        // SAFETY: releases the tile state this function configured.
+        unsafe { asm!("tilerelease") };
+    }
+
+    /// One block's products: the two weight tiles at `pair` times block `kb` of one or two
+    /// activation groups, accumulated into tmm0 (w0·a0), tmm1 (w0·a1), tmm2 (w1·a0), tmm3
+    /// (w1·a1).
+    ///
+    /// # Safety
+    /// Tiles are configured; `pair` holds two tiles; each group pointer covers block `kb`.
+    #[inline(always)]
+    unsafe fn step(pair: *const u8, first: *const u8, second: Option<*const u8>, kb: usize) {
+        // SAFETY: the caller's contract; tile registers are used only inside this module.
+        unsafe {
+            match second {
+                Some(second) => asm!(
+                    "tileloadd tmm4, [{w} + {sixty_four} * 1]",
+                    "tileloadd tmm5, [{w} + {sixty_four} * 1 + 1024]",
+                    "tileloadd tmm6, [{a0} + {sixty_four} * 1]",
+                    "tileloadd tmm7, [{a1} + {sixty_four} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    w = in(reg) pair,
+                    a0 = in(reg) first.add(kb * TILE_BYTES),
+                    a1 = in(reg) second.add(kb * TILE_BYTES),
+                    sixty_four = in(reg) 64usize,
+                    options(nostack, readonly),
+                ),
+                None => asm!(
+                    "tileloadd tmm4, [{w} + {sixty_four} * 1]",
+                    "tileloadd tmm5, [{w} + {sixty_four} * 1 + 1024]",
+                    "tileloadd tmm6, [{a0} + {sixty_four} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    w = in(reg) pair,
+                    a0 = in(reg) first.add(kb * TILE_BYTES),
+                    sixty_four = in(reg) 64usize,
+                    options(nostack, readonly),
+                ),
+            }
+        }
+    }
+
+    #[repr(C, align(64))]
+    struct Products([f32; 4 * TILE * TILE]);
+
+    /// Stores the four accumulators, in order, into `products`.
+    ///
+    /// # Safety
+    /// Tiles are configured.
+    #[inline(always)]
+    unsafe fn store(products: &mut Products) {
+        let out = products.0.as_mut_ptr();
+        // SAFETY: `products` holds four 16x16 float tiles.
+        unsafe {
+            asm!(
+                "tilestored [{p} + {sixty_four} * 1], tmm0",
+                "tilestored [{p} + {sixty_four} * 1 + 1024], tmm1",
+                "tilestored [{p} + {sixty_four} * 1 + 2048], tmm2",
+                "tilestored [{p} + {sixty_four} * 1 + 3072], tmm3",
+                p = in(reg) out,
+                sixty_four = in(reg) 64usize,
+                options(nostack),
+            )
+        }
+    }
+
+    /// Writes the products of weight rows `j0..j0 + 32` (columns of `tile`, `[m, width]`) with
+    /// activation group `g0` (and `g0 + 1` when `two`); a product tile's row is a weight row.
+    fn scatter(
+        products: &Products,
+        j0: usize,
+        g0: usize,
+        two: bool,
+        m: usize,
+        width: usize,
+        tile: &mut [f32],
+    ) {
+        for (t, product) in products.0.chunks_exact(TILE * TILE).enumerate() {
+            let (half, group) = (t / 2, g0 + t % 2);
+            if t % 2 == 1 && !two {
+                continue;
+            }
+            let j = j0 + half * TILE;
+            let columns = width.saturating_sub(j).min(TILE);
+            let lanes = m.saturating_sub(group * TILE).min(TILE);
+            for lane in 0..lanes {
+                let row = &mut tile[(group * TILE + lane) * width + j..][..columns];
+                for (jr, v) in row.iter_mut().enumerate() {
+                    *v = product[jr * TILE + lane];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub unsafe fn activation_tiles(_: &[f32], _: usize, _: usize, _: &mut [u8]) {
+        unreachable!("AMX is x86-only")
+    }
+    pub unsafe fn panel_product(
+        _: &super::BlockMatrix,
+        _: usize,
+        _: usize,
+        _: &[u8],
+        _: usize,
+        _: &mut [f32],
+    ) {
+        unreachable!("AMX is x86-only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    /// Every tile edge: ragged weight rows (a partial tile and a partial panel), and activation
+    /// rows from one to two full groups and a partial third; for 4-bit and 8-bit blocks.
+    #[test]
+    fn matches_the_float_product_within_bfloat16_rounding() {
+        if !available() {
+            eprintln!("skipped: no AMX tile unit on this CPU");
+            return;
+        }
+        let mut seed = 5;
+        let (rows, cols) = (150, 96);
+        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+        let scales: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed).abs() * 0.1 + 0.01)
+            .collect();
+        let mins: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed) * 0.2)
+            .collect();
+        let floats: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        for w in [
+            BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
+            BlockMatrix::q8_from_floats(rows, cols, &floats),
+        ] {
+            let wf = w.to_f32();
+            for m in [1, 15, 16, 17, 33, 40] {
+                let x: Vec<f32> = (0..m * cols).map(|_| lcg(&mut seed)).collect();
+                let mut got = vec![f32::NAN; m * rows];
+                gemm(&w, &x, m, &mut got);
+                for i in 0..m {
+                    for r in 0..rows {
+                        let (xs, ws) = (&x[i * cols..][..cols], &wf[r * cols..][..cols]);
+                        let want: f32 = xs.iter().zip(ws).map(|(a, b)| a * b).sum();
+                        // bfloat16 keeps 8 significant bits of each factor: 2^-8 relative on
+                        // each product, bounded by the sum of magnitudes.
+                        let bound: f32 = xs.iter().zip(ws).map(|(a, b)| (a * b).abs()).sum();
+                        let g = got[i * rows + r];
+                        assert!(
+                            (g - want).abs() <= bound / 128.0,
+                            "m {m} [{i}, {r}]: {g} vs {want} (bound {bound})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
