@@ -1,8 +1,14 @@
-//! One decoding step's attention for a few sequences, in plain Rust over the cache's memory.
-//! At batch 1 a layer's attention through libtorch is some 25 small operations (rope, two
-//! cache writes, the mask, scaled-dot-product attention, reshapes) whose dispatch costs as much
-//! as the layer's matmuls; here it is one pass per layer. Wide batches keep libtorch's
-//! kernels, whose cost is spread over many rows (see `Decoder::decode`).
+//! One decoding step's attention, in plain Rust over the cache's memory. Through libtorch a
+//! layer's attention is some 25 small operations (rope, two cache writes, the mask,
+//! scaled-dot-product attention, reshapes) that run on one thread (libtorch is kept to one
+//! thread beside the kernel pool, see `Engine::load`); at batch 1 their dispatch costs as much
+//! as the layer's matmuls, and at batch 16 the single thread leaves a core idle. Here each
+//! (sequence, key-value head) pair is one task of the kernel pool: it rotates its query heads and
+//! key, writes the cache, and attends.
+
+use std::cell::RefCell;
+
+use super::pool;
 
 /// The shapes the step works on.
 #[derive(Debug, Clone, Copy)]
@@ -39,48 +45,131 @@ pub fn decode_step(
         head_dim: d,
         capacity,
     } = shape;
-    let per_slot = (heads + 2 * kv_heads) * d;
-    let group = heads / kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = Vec::new();
+    let slots = lens.len();
+    assert!(
+        heads % kv_heads == 0,
+        "query heads must be a multiple of key-value heads"
+    );
+    assert!(qkv.len() >= slots * (heads + 2 * kv_heads) * d);
+    assert!(keys.len() >= slots * kv_heads * capacity * d && values.len() == keys.len());
+    assert!(out.len() >= slots * heads * d);
     for (s, &pos) in lens.iter().enumerate() {
         assert!(pos < capacity, "cache slot {s} is full");
-        let row = &mut qkv[s * per_slot..(s + 1) * per_slot];
-        let (cos, sin) = (&cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d]);
-        for head in row[..(heads + kv_heads) * d].chunks_exact_mut(d) {
-            rotate(head, cos, sin);
+        assert!(cos.len() >= (pos + 1) * d && sin.len() >= (pos + 1) * d);
+    }
+    let memory = Memory {
+        qkv: qkv.as_mut_ptr(),
+        keys: keys.as_mut_ptr(),
+        values: values.as_mut_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    pool::run(slots * kv_heads, &|task| {
+        let (s, g) = (task / kv_heads, task % kv_heads);
+        // SAFETY: the sizes are asserted above, and task (s, g) touches only its own query
+        // heads, key and value of slot s, the cache rows of (s, g) and its heads' outputs.
+        let parts = unsafe { memory.parts(shape, s, g) };
+        let pos = lens[s];
+        group_step(
+            shape,
+            parts,
+            pos,
+            &cos[pos * d..][..d],
+            &sin[pos * d..][..d],
+        );
+    });
+}
+
+/// The step's buffers, shared by tasks that touch disjoint parts of them.
+struct Memory {
+    qkv: *mut f32,
+    keys: *mut f32,
+    values: *mut f32,
+    out: *mut f32,
+}
+
+// SAFETY: tasks only touch disjoint parts (see `Memory::parts`).
+unsafe impl Sync for Memory {}
+
+/// What the task of slot `s`, key-value head `g` reads and writes.
+struct Parts<'a> {
+    /// The group's query heads `[group, head_dim]`, rotated in place.
+    queries: &'a mut [f32],
+    key: &'a mut [f32],
+    value: &'a [f32],
+    /// The cache rows of (s, g): `[capacity, head_dim]` each.
+    keys: &'a mut [f32],
+    values: &'a mut [f32],
+    /// The group's outputs `[group, head_dim]`.
+    out: &'a mut [f32],
+}
+
+impl Memory {
+    /// # Safety
+    /// The buffers have the sizes `decode_step` asserts, and no other live reference covers the
+    /// parts of (s, g).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn parts(&self, shape: AttentionShape, s: usize, g: usize) -> Parts<'_> {
+        let AttentionShape {
+            heads,
+            kv_heads,
+            head_dim: d,
+            capacity,
+        } = shape;
+        let group = heads / kv_heads;
+        let row = s * (heads + 2 * kv_heads) * d;
+        let cache = (s * kv_heads + g) * capacity * d;
+        // SAFETY: the caller's contract; the six ranges are disjoint.
+        unsafe {
+            let part = |base: *mut f32, at: usize, len: usize| {
+                std::slice::from_raw_parts_mut(base.add(at), len)
+            };
+            Parts {
+                queries: part(self.qkv, row + g * group * d, group * d),
+                key: part(self.qkv, row + (heads + g) * d, d),
+                value: part(self.qkv, row + (heads + kv_heads + g) * d, d),
+                keys: part(self.keys, cache, capacity * d),
+                values: part(self.values, cache, capacity * d),
+                out: part(self.out, (s * heads + g * group) * d, group * d),
+            }
         }
-        let slot_cache = s * kv_heads * capacity * d;
-        for g in 0..kv_heads {
-            let at = slot_cache + (g * capacity + pos) * d;
-            let k = &row[(heads + g) * d..(heads + g + 1) * d];
-            keys[at..at + d].copy_from_slice(k);
-            let v = &row[(heads + kv_heads + g) * d..(heads + kv_heads + g + 1) * d];
-            values[at..at + d].copy_from_slice(v);
-        }
-        for h in 0..heads {
-            let q = &row[h * d..(h + 1) * d];
-            let base = slot_cache + (h / group) * capacity * d;
+    }
+}
+
+thread_local! {
+    /// Attention weights of one query head, reused across tasks.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin: &[f32]) {
+    let d = shape.head_dim;
+    let scale = 1.0 / (d as f32).sqrt();
+    for head in parts.queries.chunks_exact_mut(d) {
+        rotate(head, cos, sin);
+    }
+    rotate(parts.key, cos, sin);
+    parts.keys[pos * d..][..d].copy_from_slice(parts.key);
+    parts.values[pos * d..][..d].copy_from_slice(parts.value);
+    let (keys, values) = (&parts.keys[..(pos + 1) * d], &parts.values[..(pos + 1) * d]);
+    SCORES.with_borrow_mut(|scores| {
+        for (q, o) in parts
+            .queries
+            .chunks_exact(d)
+            .zip(parts.out.chunks_exact_mut(d))
+        {
             scores.clear();
-            scores
-                .extend((0..=pos).map(|j| dot(q, &keys[base + j * d..base + (j + 1) * d]) * scale));
+            scores.extend(keys.chunks_exact(d).map(|k| dot(q, k) * scale));
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut total = 0.0f32;
             for p in scores.iter_mut() {
                 *p = (*p - max).exp();
                 total += *p;
             }
-            let o = &mut out[(s * heads + h) * d..(s * heads + h + 1) * d];
             o.fill(0.0);
-            for (j, p) in scores.iter().enumerate() {
-                let weight = p / total;
-                let v = &values[base + j * d..base + (j + 1) * d];
-                for (o, v) in o.iter_mut().zip(v) {
-                    *o += weight * v;
-                }
+            for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+                axpy(p / total, v, o);
             }
         }
-    }
+    });
 }
 
 /// `x * cos + rotate_half(x) * sin`, `rotate_half(x) = [-x2, x1]`.
@@ -93,8 +182,13 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// A dot product in eight lanes (which the compiler vectorises).
+/// `a · b`.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() && a.len().is_multiple_of(8) {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::dot(a, b) };
+    }
     let mut lanes = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8
@@ -109,6 +203,60 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+/// `y += w x`.
+fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() && x.len().is_multiple_of(8) {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::axpy(w, x, y) };
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += w * x;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::super::dot::avx2::hsum;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        assert!(a.len() == b.len() && a.len().is_multiple_of(8));
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: `i + 8 <= len` for every load (lengths asserted above).
+        unsafe {
+            while i + 16 <= a.len() {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                even = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), even);
+                odd = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), odd);
+                i += 16;
+            }
+            if i < a.len() {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                even = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), even);
+            }
+        }
+        hsum(_mm256_add_ps(even, odd))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
+        assert!(x.len() == y.len() && x.len().is_multiple_of(8));
+        let w = _mm256_set1_ps(w);
+        for i in (0..x.len()).step_by(8) {
+            // SAFETY: `i + 8 <= len` (asserted above).
+            unsafe {
+                let py = y.as_mut_ptr().add(i);
+                let v = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py));
+                _mm256_storeu_ps(py, v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

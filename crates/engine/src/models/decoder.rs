@@ -11,10 +11,6 @@ use crate::kv_cache::{KvCache, PromptKv};
 use crate::quant::Linear;
 use crate::rope::{Rope, RopeAt};
 
-/// Up to this many slots, a CPU decoding step runs each layer's attention in
-/// `cpu::attention` (dispatch-bound); from here on libtorch's batched kernels pay off.
-const FUSED_ATTENTION_MAX_SLOTS: usize = 4;
-
 pub struct Layer {
     pub attn_norm: Tensor,
     /// q, k and v fused along the output dimension.
@@ -141,10 +137,8 @@ impl Decoder {
         let lens: Vec<i64> = (0..slots).map(|s| cache.len(s) as i64).collect();
         let span = lens.iter().copied().max().unwrap_or(0) + 1;
         cache.reserve(span as usize);
-        if slots <= FUSED_ATTENTION_MAX_SLOTS {
-            if let Some((cos, sin)) = self.rope.host_tables() {
-                return self.decode_fused(ids, cache, active, cos, sin);
-            }
+        if let Some((cos, sin)) = self.rope.host_tables() {
+            return self.decode_fused(ids, cache, active, cos, sin);
         }
         let positions = Tensor::from_slice(&lens).to_device(device);
         // mask[s, 0, 0, j] = j <= len[s]
@@ -180,9 +174,9 @@ impl Decoder {
         self.end_step(&x, cache, active)
     }
 
-    /// `decode` for a few slots of a float32 model on the CPU: rope, the cache writes and the
-    /// attention of each layer run in one pass of `cpu::attention` instead of ~25 libtorch
-    /// operations, whose dispatch would cost as much as the layer's matmuls at batch 1.
+    /// `decode` for a float32 model on the CPU: rope, the cache writes and the attention of each
+    /// layer run in one parallel pass of `cpu::attention` instead of ~25 single-threaded
+    /// libtorch operations, whose dispatch would cost as much as the layer's matmuls at batch 1.
     fn decode_fused(
         &self,
         ids: &Tensor,
