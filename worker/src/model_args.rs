@@ -23,7 +23,7 @@ pub struct ModelArgs {
     pub max_batch: usize,
     /// on: batched products on the CPU's AMX tile unit where there is one (bfloat16 factors,
     /// float32 sums); off: float32 activations everywhere.
-    #[arg(long, env = "BEAMLINE_AMX", default_value = "on", value_parser = parse_switch)]
+    #[arg(long, env = "BEAMLINE_AMX", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub amx: bool,
     /// The model catalog.
     #[arg(

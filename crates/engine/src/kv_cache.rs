@@ -112,12 +112,32 @@ impl KvCache {
         }
     }
 
-    /// `slot dsts[i] := slot srcs[i]` for all i at once (beam reordering).
+    /// `slot dsts[i] := slot srcs[i]` for all i at once.
     pub fn gather(&mut self, dsts: &[usize], srcs: &[usize]) {
+        self.gather_after(dsts, srcs, &vec![0; dsts.len()]);
+    }
+
+    /// `gather` where move `i`'s source and destination already hold the same first
+    /// `shared[i]` positions (the beams of one prompt all start with its keys and values), which
+    /// a host cache then leaves as they are (beam reordering).
+    pub fn gather_after(&mut self, dsts: &[usize], srcs: &[usize], shared: &[usize]) {
         if dsts.iter().zip(srcs).all(|(d, s)| d == s) {
             return;
         }
         let longest = srcs.iter().map(|&s| self.lens[s]).max().unwrap_or(0) as i64;
+        if self.device == Device::Cpu && self.kind == Kind::Float {
+            self.gather_host(dsts, srcs, shared);
+        } else {
+            self.gather_tensors(dsts, srcs, longest);
+        }
+        let new_lens: Vec<usize> = srcs.iter().map(|&s| self.lens[s]).collect();
+        for (d, l) in dsts.iter().zip(new_lens) {
+            self.lens[*d] = l;
+        }
+    }
+
+    /// `gather` with two libtorch copies per layer tensor (a device cache).
+    fn gather_tensors(&mut self, dsts: &[usize], srcs: &[usize], longest: i64) {
         let to_index = |v: &[usize]| {
             Tensor::from_slice(&v.iter().map(|&x| x as i64).collect::<Vec<_>>())
                 .to_device(self.device)
@@ -128,9 +148,57 @@ impl KvCache {
             let picked = used.index_select(0, &src_t);
             let _ = used.index_copy_(0, &dst_t, &picked);
         }
-        let new_lens: Vec<usize> = srcs.iter().map(|&s| self.lens[s]).collect();
-        for (d, l) in dsts.iter().zip(new_lens) {
-            self.lens[*d] = l;
+    }
+
+    /// `gather` in host memory, split over the kernel pool: only sources that are themselves
+    /// overwritten are set aside first, then every destination copies positions `shared[i]..`
+    /// up to its source's length, head by head. (libtorch's single-threaded select-and-copy of
+    /// every moved slot whole took a seventh of a beam search's time.)
+    fn gather_host(&mut self, dsts: &[usize], srcs: &[usize], shared: &[usize]) {
+        let (heads, capacity, d) = (
+            self.kv_heads as usize,
+            self.capacity as usize,
+            self.head_dim as usize,
+        );
+        let per_slot = heads * capacity * d;
+        debug_assert!(
+            dsts.iter().collect::<std::collections::BTreeSet<_>>().len() == dsts.len(),
+            "a slot is the destination of two moves"
+        );
+        let kept: Vec<usize> = srcs
+            .iter()
+            .copied()
+            .filter(|s| dsts.contains(s))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut saved = vec![0f32; kept.len() * per_slot];
+        let lens = &self.lens;
+        for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            assert!(t.is_contiguous() && t.numel() == self.lens.len() * per_slot);
+            let memory = HostMemory(t.data_ptr() as *mut f32);
+            let saved_at = HostMemory(saved.as_mut_ptr());
+            // SAFETY (both runs): the tensor is contiguous float32 host memory of `slots *
+            // per_slot` floats (asserted) that nothing else touches meanwhile (`&mut self`);
+            // tasks of the first run read cache slots and write their own part of `saved`;
+            // tasks of the second write distinct destination slots (a destination appears
+            // once) and read only `saved` or slots that are no destination.
+            crate::cpu::pool::run(kept.len(), &|i| unsafe {
+                let from = memory.get().add(kept[i] * per_slot);
+                std::ptr::copy_nonoverlapping(from, saved_at.get().add(i * per_slot), per_slot);
+            });
+            crate::cpu::pool::run(dsts.len(), &|i| unsafe {
+                let from = match kept.binary_search(&srcs[i]) {
+                    Ok(k) => saved_at.get().add(k * per_slot),
+                    Err(_) => memory.get().add(srcs[i] * per_slot),
+                };
+                let to = memory.get().add(dsts[i] * per_slot);
+                let (start, end) = (shared[i].min(lens[srcs[i]]), lens[srcs[i]]);
+                for h in 0..heads {
+                    let at = (h * capacity + start) * d;
+                    std::ptr::copy_nonoverlapping(from.add(at), to.add(at), (end - start) * d);
+                }
+            });
         }
     }
 
@@ -207,14 +275,17 @@ impl KvCache {
 pub struct SlotMoves {
     dsts: Vec<usize>,
     srcs: Vec<usize>,
+    shared: Vec<usize>,
 }
 
 impl SlotMoves {
-    pub fn add(&mut self, dsts: &[usize], srcs: &[usize]) {
+    /// Moves whose slots already share their first `shared` positions.
+    pub fn add(&mut self, dsts: &[usize], srcs: &[usize], shared: usize) {
         for (&d, &s) in dsts.iter().zip(srcs) {
             if d != s {
                 self.dsts.push(d);
                 self.srcs.push(s);
+                self.shared.push(shared);
             }
         }
     }
@@ -222,9 +293,83 @@ impl SlotMoves {
     /// Applies the copies at once (each reads the cache as it was) and forgets them.
     pub fn apply(&mut self, cache: &mut KvCache) {
         if !self.dsts.is_empty() {
-            cache.gather(&self.dsts, &self.srcs);
+            cache.gather_after(&self.dsts, &self.srcs, &self.shared);
             self.dsts.clear();
             self.srcs.clear();
+            self.shared.clear();
         }
+    }
+}
+
+/// A host buffer's base, shared by pool tasks that touch disjoint parts of it.
+#[derive(Clone, Copy)]
+struct HostMemory(*mut f32);
+
+impl HostMemory {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: tasks touch disjoint parts only (see `KvCache::gather_host`).
+unsafe impl Sync for HostMemory {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host gather equals libtorch's select-and-copy, with a chain (0 <- 1 <- 2), a swap
+    /// (3 <-> 4) and a fork (5 <- 6, 6 kept), on slots of different lengths.
+    #[test]
+    fn host_gather_equals_the_tensor_gather() {
+        tch::manual_seed(9);
+        let make = || {
+            let mut cache = KvCache::new(2, 7, 2, 8, Kind::Float, Device::Cpu);
+            for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
+                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+            }
+            cache.lens = vec![5, 9, 3, 7, 2, 4, 6];
+            cache
+        };
+        let (mut host, mut tensors) = (make(), make());
+        for (a, b) in host.keys.iter_mut().zip(&tensors.keys) {
+            a.copy_(b);
+        }
+        for (a, b) in host.values.iter_mut().zip(&tensors.values) {
+            a.copy_(b);
+        }
+        let (dsts, srcs) = ([0, 1, 3, 4, 5], [1, 2, 4, 3, 6]);
+        let longest = srcs.iter().map(|&s| host.lens[s]).max().unwrap();
+        host.gather_host(&dsts, &srcs, &[0; 5]);
+        tensors.gather_tensors(&dsts, &srcs, longest as i64);
+        for (a, b) in host
+            .keys
+            .iter()
+            .chain(&host.values)
+            .zip(tensors.keys.iter().chain(&tensors.values))
+        {
+            for (&dst, &src) in dsts.iter().zip(&srcs) {
+                let n = tensors.lens[src] as i64;
+                let (x, y) = (
+                    a.get(dst as i64).narrow(1, 0, n),
+                    b.get(dst as i64).narrow(1, 0, n),
+                );
+                assert!(x.equal(&y), "slot {dst} from {src}");
+            }
+        }
+    }
+
+    /// With `shared`, a host gather leaves the shared positions alone and copies the rest.
+    #[test]
+    fn host_gather_after_a_shared_prefix_copies_only_the_rest() {
+        let mut cache = KvCache::new(1, 2, 1, 4, Kind::Float, Device::Cpu);
+        cache.keys[0] = Tensor::randn([2, 1, 64, 4], (Kind::Float, Device::Cpu));
+        cache.values[0] = Tensor::randn([2, 1, 64, 4], (Kind::Float, Device::Cpu));
+        cache.lens = vec![6, 6];
+        let before = cache.keys[0].copy();
+        cache.gather_after(&[1], &[0], &[2]);
+        let (k, b) = (&cache.keys[0], &before);
+        assert!(k.get(1).narrow(1, 0, 2).equal(&b.get(1).narrow(1, 0, 2)));
+        assert!(k.get(1).narrow(1, 2, 4).equal(&b.get(0).narrow(1, 2, 4)));
     }
 }

@@ -68,6 +68,22 @@ thread_local! {
     static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The output's base, shared by tasks that write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+impl Output {
+    /// # Safety
+    /// `column` lies within the output.
+    unsafe fn at(self, column: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(column) }
+    }
+}
+
+// SAFETY: tasks write disjoint columns only (see `gemm`).
+unsafe impl Sync for Output {}
+
 /// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
 pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
@@ -81,11 +97,13 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
         // SAFETY: `available()` checked the CPU; `acts` holds a tile per group and block.
         unsafe { x86::activation_tiles(x, m, cols, acts) };
         let acts: &[u8] = acts;
-        pool::by_row_chunks(rows, PANEL_ROWS, m, out, |start, end| {
-            let mut tile = vec![0f32; m * (end - start)];
-            // SAFETY: as above; `acts` was sized for `m` rows of `cols` inputs.
-            unsafe { x86::panel_product(w, start, end, acts, m, &mut tile) };
-            tile
+        let base = Output(out.as_mut_ptr());
+        pool::run(rows.div_ceil(PANEL_ROWS), &|task| {
+            let start = task * PANEL_ROWS;
+            let end = (start + PANEL_ROWS).min(rows);
+            // SAFETY: as above; `acts` was sized for `m` rows of `cols` inputs; `out` holds
+            // `m * rows` floats and this task alone writes its columns `start..end`.
+            unsafe { x86::panel_product(w, start, end, acts, m, base.at(start), rows) };
         });
     });
 }
@@ -176,13 +194,20 @@ mod x86 {
     unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
         // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
         unsafe {
-            let q = _mm_loadu_si128(block.qs.as_ptr().cast());
-            let mask = _mm_set1_epi8(0x0F);
-            let low = _mm512_cvtepu8_epi32(_mm_and_si128(q, mask));
-            let high = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask));
-            let (scale, min) = (_mm512_set1_ps(block.scale), _mm512_set1_ps(block.min));
-            let low = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), scale, min);
-            let high = _mm512_fmadd_ps(_mm512_cvtepi32_ps(high), scale, min);
+            // The block's sixteen possible weights as a table, indexed by the codes (see
+            // `dot::avx512`): lane j of `bytes` holds code j in its low bits, code j + 16 above.
+            let steps = _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            );
+            let table = _mm512_fmadd_ps(
+                steps,
+                _mm512_set1_ps(block.scale),
+                _mm512_set1_ps(block.min),
+            );
+            let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block.qs.as_ptr().cast()));
+            let low = _mm512_permutexvar_ps(bytes, table);
+            let high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
             let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
             _mm512_storeu_si512(out.cast(), packed);
         }
@@ -217,8 +242,8 @@ mod x86 {
             const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// `tile[i, j] = x[i] · w[start + j]` for weight rows `start..end` and the `m` activation
-    /// rows given as tiles, written `[m, end - start]`.
+    /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`
+    /// activation rows given as tiles.
     ///
     /// Weight rows go 32 at a time. With at most two activation groups, each block of the 32
     /// rows is expanded into a 2 KiB buffer that stays in L1 and multiplied at once; with more,
@@ -226,7 +251,8 @@ mod x86 {
     ///
     /// # Safety
     /// The process holds the tile permission (`available()`), the CPU has AVX-512 BF16; `acts`
-    /// holds `ceil(m / 16) * cols / 32` tiles; `tile` holds `m * (end - start)` floats.
+    /// holds `ceil(m / 16) * cols / 32` tiles; `out` is valid for writes at `i * stride + j`
+    /// for `i < m`, `j < end - start`, and nobody else accesses those floats meanwhile.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn panel_product(
         w: &BlockMatrix,
@@ -234,12 +260,13 @@ mod x86 {
         end: usize,
         acts: &[u8],
         m: usize,
-        tile: &mut [f32],
+        out: *mut f32,
+        stride: usize,
     ) {
         let kblocks = w.cols() / BLOCK;
         let groups = m.div_ceil(TILE);
         let width = end - start;
-        assert!(end <= w.rows() && tile.len() >= m * width);
+        assert!(end <= w.rows() && width <= stride);
         assert!(acts.len() >= groups * kblocks * TILE_BYTES);
         let group_tiles = |g: usize| acts[g * kblocks * TILE_BYTES..].as_ptr();
         let mut products = Products([0f32; 4 * TILE * TILE]);
@@ -272,7 +299,8 @@ mod x86 {
                         store(&mut products);
                     }
                     let two = second.is_some();
-                    scatter(&products, r0 - start, g0, two, m, width, tile);
+                    // SAFETY: the caller's contract on `out`.
+                    unsafe { scatter(&products, r0 - start, g0, two, m, width, out, stride) };
                 }
             });
         }
@@ -345,16 +373,22 @@ mod x86 {
         }
     }
 
-    /// Writes the products of weight rows `j0..j0 + 32` (columns of `tile`, `[m, width]`) with
-    /// activation group `g0` (and `g0 + 1` when `two`); a product tile's row is a weight row.
-    fn scatter(
+    /// Writes the products of weight rows `j0..j0 + 32` (columns of `out`, row stride `stride`,
+    /// `width` columns) with activation group `g0` (and `g0 + 1` when `two`); a product tile's
+    /// row is a weight row.
+    ///
+    /// # Safety
+    /// As `panel_product`'s `out`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scatter(
         products: &Products,
         j0: usize,
         g0: usize,
         two: bool,
         m: usize,
         width: usize,
-        tile: &mut [f32],
+        out: *mut f32,
+        stride: usize,
     ) {
         for (t, product) in products.0.chunks_exact(TILE * TILE).enumerate() {
             let (half, group) = (t / 2, g0 + t % 2);
@@ -365,7 +399,13 @@ mod x86 {
             let columns = width.saturating_sub(j).min(TILE);
             let lanes = m.saturating_sub(group * TILE).min(TILE);
             for lane in 0..lanes {
-                let row = &mut tile[(group * TILE + lane) * width + j..][..columns];
+                // SAFETY: row `group * 16 + lane < m`, columns `j..j + columns <= width`.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out.add((group * TILE + lane) * stride + j),
+                        columns,
+                    )
+                };
                 for (jr, v) in row.iter_mut().enumerate() {
                     *v = product[jr * TILE + lane];
                 }
@@ -385,7 +425,8 @@ mod x86 {
         _: usize,
         _: &[u8],
         _: usize,
-        _: &mut [f32],
+        _: *mut f32,
+        _: usize,
     ) {
         unreachable!("AMX is x86-only")
     }

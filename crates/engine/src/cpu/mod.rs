@@ -1,4 +1,5 @@
-//! Quantized matrix multiplication for the CPU, written for AVX2 machines.
+//! Quantized matrix multiplication for the CPU, for AVX2 machines and up (AVX-512 and AMX
+//! where the CPU has them).
 //!
 //! libtorch's CPU kernels for packed int4 and int8 weights are vectorised for AVX-512 and
 //! bfloat16 only; on an AVX2 machine with float32 activations they fall back to scalar loops
@@ -6,11 +7,14 @@
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
 //! block, against float32 activations. Activations are not quantized (an 8-bit activation
 //! kernel, llama.cpp's way, was tried twice: SmolLM2's greedy agreement with the float model fell
-//! from 74% to 59%, and it was only 1.2x faster at one row and no faster from four). Rows are split across the threads of `pool`.
+//! from 74% to 59%, and it was only 1.2x faster at one row and no faster from four); on CPUs with
+//! AMX tile units, products of several rows round activations and weights to bfloat16 instead
+//! (`amx`, on by default, `EngineOptions::amx`). Rows are split across the threads of `pool`.
 //!
 //! # Layout
 //! - `blocks`: the block formats and building them from codes or floats.
-//! - `dot`: one weight row · one float activation row, AVX2 and portable versions.
+//! - `dot`: one weight row · one float activation row: AVX-512 (the codes index a table of the
+//!   block's sixteen weights), AVX2 and portable versions.
 //! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
 //! - `expand`: block rows expanded to floats, for the GEMM's panels.
 //! - `pool`: the fork-join pool the kernels split their rows over (spins between calls).
@@ -25,7 +29,7 @@ mod dot;
 mod expand;
 mod gemm;
 mod matmul;
-mod pool;
+pub(crate) mod pool;
 
 pub use blocks::{BlockMatrix, Q4Block, Q8Block};
 pub use gemm::gemm;

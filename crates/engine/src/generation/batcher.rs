@@ -314,7 +314,8 @@ fn advance(
             let step = b.step(rows, tokenizer);
             let sources: Vec<usize> = step.sources.iter().map(|&i| run.slots[i]).collect();
             let dsts: Vec<usize> = run.slots[..sources.len()].to_vec();
-            moves.add(&dsts, &sources);
+            // Every beam starts from the prompt's keys and values, which never move.
+            moves.add(&dsts, &sources, run.prompt_tokens);
             for (i, &slot) in run.slots.iter().enumerate() {
                 feed[slot] = step.feed.get(i).copied().unwrap_or(0);
                 live[slot] = !b.done() && i < step.feed.len();
