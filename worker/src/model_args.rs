@@ -101,3 +101,28 @@ fn parse_switch(value: &str) -> Result<bool, String> {
         other => Err(format!("'{other}': expected on or off")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    #[test]
+    fn amx_is_on_unless_switched_off() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.amx);
+        assert!(parse(&["worker"]).unwrap());
+        assert!(!parse(&["worker", "--amx", "off"]).unwrap());
+        assert!(parse(&["worker", "--amx", "ON"]).unwrap());
+        let err = parse(&["worker", "--amx", "maybe"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("expected on or off"), "{err}");
+    }
+}
