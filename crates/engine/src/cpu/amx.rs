@@ -172,7 +172,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512F/BW/BF16; the row's `panel.len()` blocks exist; `r < 32`.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn expand_row(w: &BlockMatrix, first: usize, panel: &mut [Tiles<PAIR>], r: usize) {
+    unsafe fn expand_row(w: &BlockMatrix, first: usize, panel: &mut [Tiles], r: usize) {
         let count = panel.len();
         match w {
             BlockMatrix::Q4 { blocks, .. } => {
@@ -228,26 +228,26 @@ mod x86 {
         }
     }
 
-    /// 32 weight rows as bfloat16 tiles: block `kb` of rows 0..16, then of rows 16..32, for
-    /// every block (2 KiB per block), aligned for tile loads.
-    #[repr(C, align(64))]
-    struct Tiles<const N: usize>([u16; N]);
-
-    /// Two tiles of weights (32 rows, one block): the unit of the fused loop.
+    /// Values in two tiles: one block (32 inputs) of 32 weight rows.
     const PAIR: usize = 2 * TILE * BLOCK;
 
+    /// One block of 32 weight rows as two bfloat16 tiles (rows 0..16, then 16..32), aligned
+    /// for tile loads.
+    #[repr(C, align(64))]
+    struct Tiles([u16; PAIR]);
+
     thread_local! {
-        /// A sub-panel of 32 expanded weight rows, for products with many activation groups.
-        static SUB_PANEL: std::cell::RefCell<Vec<Tiles<PAIR>>> =
+        /// 32 expanded weight rows, a pair of tiles per block, reused across tasks.
+        static SUB_PANEL: std::cell::RefCell<Vec<Tiles>> =
             const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`
     /// activation rows given as tiles.
     ///
-    /// Weight rows go 32 at a time. With at most two activation groups, each block of the 32
-    /// rows is expanded into a 2 KiB buffer that stays in L1 and multiplied at once; with more,
-    /// the 32 rows are expanded whole first, then multiplied by each pair of groups in turn.
+    /// Weight rows go 32 at a time: expanded whole first, row by row (sequential reads), then
+    /// multiplied by each pair of activation groups in turn. (Expanding a block and multiplying
+    /// it at once, in L1, measured slower: 36 against 25 ms for a batch-16 step.)
     ///
     /// # Safety
     /// The process holds the tile permission (`available()`), the CPU has AVX-512 BF16; `acts`
