@@ -5,6 +5,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::cpu::pool::SharedOut;
+
 pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
@@ -176,8 +178,8 @@ impl KvCache {
         let lens = &self.lens;
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
             assert!(t.is_contiguous() && t.numel() == self.lens.len() * per_slot);
-            let memory = HostMemory(t.data_ptr() as *mut f32);
-            let saved_at = HostMemory(saved.as_mut_ptr());
+            let memory = SharedOut(t.data_ptr() as *mut f32);
+            let saved_at = SharedOut(saved.as_mut_ptr());
             // SAFETY (both runs): the tensor is contiguous float32 host memory of `slots *
             // per_slot` floats (asserted) that nothing else touches meanwhile (`&mut self`);
             // tasks of the first run read cache slots and write their own part of `saved`;
@@ -300,19 +302,6 @@ impl SlotMoves {
         }
     }
 }
-
-/// A host buffer's base, shared by pool tasks that touch disjoint parts of it.
-#[derive(Clone, Copy)]
-struct HostMemory(*mut f32);
-
-impl HostMemory {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-// SAFETY: tasks touch disjoint parts only (see `KvCache::gather_host`).
-unsafe impl Sync for HostMemory {}
 
 #[cfg(test)]
 mod tests {

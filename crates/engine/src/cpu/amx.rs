@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use super::blocks::{BlockMatrix, BLOCK};
-use super::pool;
+use super::pool::{self, SharedOut};
 
 /// Rows (weight rows, or activation rows) per tile.
 const TILE: usize = 16;
@@ -68,22 +68,6 @@ thread_local! {
     static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The output's base, shared by tasks that write disjoint columns of it.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-
-impl Output {
-    /// # Safety
-    /// `column` lies within the output.
-    unsafe fn at(self, column: usize) -> *mut f32 {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(column) }
-    }
-}
-
-// SAFETY: tasks write disjoint columns only (see `gemm`).
-unsafe impl Sync for Output {}
-
 /// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
 pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
@@ -97,13 +81,13 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
         // SAFETY: `available()` checked the CPU; `acts` holds a tile per group and block.
         unsafe { x86::activation_tiles(x, m, cols, acts) };
         let acts: &[u8] = acts;
-        let base = Output(out.as_mut_ptr());
+        let base = SharedOut(out.as_mut_ptr());
         pool::run(rows.div_ceil(PANEL_ROWS), &|task| {
             let start = task * PANEL_ROWS;
             let end = (start + PANEL_ROWS).min(rows);
             // SAFETY: as above; `acts` was sized for `m` rows of `cols` inputs; `out` holds
             // `m * rows` floats and this task alone writes its columns `start..end`.
-            unsafe { x86::panel_product(w, start, end, acts, m, base.at(start), rows) };
+            unsafe { x86::panel_product(w, start, end, acts, m, base.get().add(start), rows) };
         });
     });
 }
@@ -114,6 +98,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
+    use super::super::dot::avx512::q4_weights;
     use super::{TILE, TILE_BYTES};
 
     /// Palette 1; all eight tiles 16 rows of 64 bytes.
@@ -194,20 +179,7 @@ mod x86 {
     unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
         // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
         unsafe {
-            // The block's sixteen possible weights as a table, indexed by the codes (see
-            // `dot::avx512`): lane j of `bytes` holds code j in its low bits, code j + 16 above.
-            let steps = _mm512_setr_ps(
-                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
-                15.0,
-            );
-            let table = _mm512_fmadd_ps(
-                steps,
-                _mm512_set1_ps(block.scale),
-                _mm512_set1_ps(block.min),
-            );
-            let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block.qs.as_ptr().cast()));
-            let low = _mm512_permutexvar_ps(bytes, table);
-            let high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+            let (low, high) = q4_weights(block);
             let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
             _mm512_storeu_si512(out.cast(), packed);
         }

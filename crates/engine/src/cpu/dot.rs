@@ -217,26 +217,36 @@ pub(super) mod avx512 {
         std::arch::is_x86_feature_detected!("avx512f")
     }
 
+    /// A block's 32 weights as two vectors (inputs 0..16 and 16..32), looked up in the table
+    /// of its sixteen possible values.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn q4(w: &[Q4Block], x: &[f32]) -> f32 {
-        assert!(x.len() >= w.len() * BLOCK);
+    pub(in crate::cpu) fn q4_weights(block: &Q4Block) -> (__m512, __m512) {
         let steps = _mm512_setr_ps(
             0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
         );
+        let table = _mm512_fmadd_ps(
+            steps,
+            _mm512_set1_ps(block.scale),
+            _mm512_set1_ps(block.min),
+        );
+        // SAFETY: reads the block's 16 code bytes.
+        let packed = unsafe { _mm_loadu_si128(block.qs.as_ptr().cast()) };
+        // Lane j holds byte j: code j in bits 0..4 (the only bits `vpermps` reads), and code
+        // j + 16 in bits 4..8.
+        let bytes = _mm512_cvtepu8_epi32(packed);
+        let low = _mm512_permutexvar_ps(bytes, table);
+        let high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+        (low, high)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn q4(w: &[Q4Block], x: &[f32]) -> f32 {
+        assert!(x.len() >= w.len() * BLOCK);
         let (mut low_acc, mut high_acc) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for (b, block) in w.iter().enumerate() {
-            // SAFETY: the block's 16 code bytes, and 32 floats of `x` (asserted above).
+            let (low, high) = q4_weights(block);
+            // SAFETY: 32 floats of `x` (asserted above).
             unsafe {
-                let table = _mm512_fmadd_ps(
-                    steps,
-                    _mm512_set1_ps(block.scale),
-                    _mm512_set1_ps(block.min),
-                );
-                // Lane j holds byte j: code j in bits 0..4 (the only bits `vpermps` reads), and
-                // code j + 16 in bits 4..8.
-                let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block.qs.as_ptr().cast()));
-                let low = _mm512_permutexvar_ps(bytes, table);
-                let high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
                 let p = x.as_ptr().add(b * BLOCK);
                 low_acc = _mm512_fmadd_ps(low, _mm512_loadu_ps(p), low_acc);
                 high_acc = _mm512_fmadd_ps(high, _mm512_loadu_ps(p.add(16)), high_acc);

@@ -196,17 +196,18 @@ pub fn by_row_chunks(
     });
 }
 
-/// The output pointer, shared by tasks that write disjoint parts of it.
+/// A buffer's base pointer, shared by the tasks of one job that touch disjoint parts of it
+/// (each user states which parts).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 
 impl SharedOut {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
 
-// SAFETY: tasks write disjoint elements only (see `by_row_chunks`).
+// SAFETY: every user's tasks touch disjoint elements only.
 unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
 
