@@ -105,3 +105,13 @@ pub fn name(device: Device) -> &'static str {
         _ => "cuda",
     }
 }
+
+/// A tensor's memory as a float slice, when it is contiguous float32 on the CPU: what the host
+/// kernels (`crate::cpu`) read weights and tables from.
+pub fn host_floats(t: &tch::Tensor) -> Option<&[f32]> {
+    (t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous()).then(|| {
+        // SAFETY: contiguous float32 host memory of `numel` elements; the borrow of `t` keeps
+        // it alive, and the engine never writes weights or tables after loading.
+        unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+    })
+}

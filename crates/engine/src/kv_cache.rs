@@ -204,6 +204,16 @@ impl KvCache {
         }
     }
 
+    /// Sets a slot's length, once its keys and values were written straight into its memory
+    /// (`layer_memory`), as a prefill on host buffers does.
+    pub fn set_len(&mut self, slot: usize, len: usize) {
+        assert!(
+            len <= self.capacity as usize,
+            "slot {slot}: {len} positions do not fit"
+        );
+        self.lens[slot] = len;
+    }
+
     pub fn clear(&mut self, slot: usize) {
         self.lens[slot] = 0;
     }

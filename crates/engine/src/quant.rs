@@ -12,6 +12,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::cpu::{self, BlockMatrix};
+use crate::device::host_floats;
 use crate::weights::RawWeight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,6 +134,26 @@ impl Linear {
         matches!(self, Linear::Blocks { tiles: true, .. }) && cpu::amx::available()
     }
 
+    /// The layer as host memory, for code that keeps activations in plain buffers: block
+    /// weights with a float32 bias (or none).
+    pub fn host(&self) -> Option<HostLinear<'_>> {
+        match self {
+            Linear::Blocks {
+                matrix,
+                bias,
+                tiles,
+            } => Some(HostLinear {
+                matrix,
+                bias: match bias {
+                    Some(b) => Some(host_floats(b)?),
+                    None => None,
+                },
+                tiles: *tiles,
+            }),
+            _ => None,
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
@@ -243,6 +264,27 @@ impl Linear {
             Linear::Dense { weight, .. } | Linear::Int8 { weight, .. } => weight.size()[0],
             Linear::Int4 { out_features, .. } => *out_features,
             Linear::Blocks { matrix, .. } => matrix.rows() as i64,
+        }
+    }
+}
+
+/// A [`Linear::Blocks`] layer seen as host memory (see [`Linear::host`]).
+pub struct HostLinear<'a> {
+    pub matrix: &'a BlockMatrix,
+    pub bias: Option<&'a [f32]>,
+    pub tiles: bool,
+}
+
+impl HostLinear<'_> {
+    pub fn out_features(&self) -> usize {
+        self.matrix.rows()
+    }
+
+    /// `out = x W^T + b` for the `m` rows of `x`.
+    pub fn apply(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        cpu::multiply(self.matrix, x, m, out, self.tiles);
+        if let Some(b) = self.bias {
+            cpu::elementwise::add_bias(out, b);
         }
     }
 }

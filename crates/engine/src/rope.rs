@@ -6,6 +6,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
+use crate::device::host_floats;
 
 pub struct Rope {
     cos: Tensor,
@@ -48,14 +49,7 @@ impl Rope {
     /// The cos and sin tables `[positions, head_dim]` as float32 host memory, when they are
     /// (a float32 model on the CPU), for the CPU's fused attention.
     pub fn host_tables(&self) -> Option<(&[f32], &[f32])> {
-        let host = |t: &Tensor| {
-            (t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous()).then(|| {
-                // SAFETY: contiguous float32 host memory of `numel` elements, immutable for
-                // the life of `self`.
-                unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
-            })
-        };
-        Some((host(&self.cos)?, host(&self.sin)?))
+        Some((host_floats(&self.cos)?, host_floats(&self.sin)?))
     }
 
     pub fn max_positions(&self) -> i64 {

@@ -20,19 +20,45 @@ pub struct AttentionShape {
     pub capacity: usize,
 }
 
-/// For each slot `s`, at position `pos = lens[s]`:
-/// - rotates the query and key heads of `qkv[s]` (`[heads + 2 kv_heads, head_dim]`: queries,
+/// Consecutive rows of one sequence: `len` tokens at positions `start..start + len` of cache
+/// slot `slot`. A decoding step is one row per slot; a prompt is one span of all its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub slot: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Span {
+    /// One row per slot, at each slot's current length: a decoding step.
+    pub fn decoding(lens: &[usize]) -> Vec<Span> {
+        lens.iter()
+            .enumerate()
+            .map(|(slot, &start)| Span {
+                slot,
+                start,
+                len: 1,
+            })
+            .collect()
+    }
+}
+
+/// For each row of `qkv` (the rows of `spans`, in order), at its position `pos`:
+/// - rotates the query and key heads of the row (`[heads + 2 kv_heads, head_dim]`: queries,
 ///   keys, values) in place, HuggingFace's half-split rope with the `cos`/`sin` rows at `pos`
 ///   (tables `[positions, head_dim]`), computed as libtorch computes `x * cos + rotated * sin`;
-/// - writes the key and value at `pos` of the slot's cache rows (`[slots, kv_heads, capacity,
+/// - writes the key and value at `pos` of the span's cache rows (`[slots, kv_heads, capacity,
 ///   head_dim]`);
-/// - attends over positions `0..=pos` (softmax of scaled dot products, grouped-query heads) and
-///   writes `[heads * head_dim]` into `out[s]`.
+/// - attends over positions `0..=pos` of the slot (softmax of scaled dot products,
+///   grouped-query heads) and writes `[heads * head_dim]` into the row of `out`.
+///
+/// Rows of one span run in order, so each sees the keys of the rows before it (causal
+/// attention within a prompt). Spans must name distinct slots.
 #[allow(clippy::too_many_arguments)]
-pub fn decode_step(
+pub fn step(
     shape: AttentionShape,
     qkv: &mut [f32],
-    lens: &[usize],
+    spans: &[Span],
     cos: &[f32],
     sin: &[f32],
     keys: &mut [f32],
@@ -45,17 +71,31 @@ pub fn decode_step(
         head_dim: d,
         capacity,
     } = shape;
-    let slots = lens.len();
     assert!(
         heads % kv_heads == 0,
         "query heads must be a multiple of key-value heads"
     );
-    assert!(qkv.len() >= slots * (heads + 2 * kv_heads) * d);
-    assert!(keys.len() >= slots * kv_heads * capacity * d && values.len() == keys.len());
-    assert!(out.len() >= slots * heads * d);
-    for (s, &pos) in lens.iter().enumerate() {
-        assert!(pos < capacity, "cache slot {s} is full");
-        assert!(cos.len() >= (pos + 1) * d && sin.len() >= (pos + 1) * d);
+    let rows: usize = spans.iter().map(|s| s.len).sum();
+    let slots = keys.len() / (kv_heads * capacity * d).max(1);
+    assert!(qkv.len() >= rows * (heads + 2 * kv_heads) * d);
+    assert!(keys.len() == slots * kv_heads * capacity * d && values.len() == keys.len());
+    assert!(out.len() >= rows * heads * d);
+    let mut first_rows = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; slots];
+    let mut row = 0;
+    for span in spans {
+        let end = span.start + span.len;
+        assert!(
+            span.slot < slots,
+            "span of slot {} outside the cache",
+            span.slot
+        );
+        assert!(!seen[span.slot], "two spans of slot {}", span.slot);
+        seen[span.slot] = true;
+        assert!(end <= capacity, "cache slot {} is full", span.slot);
+        assert!(cos.len() >= end * d && sin.len() >= end * d);
+        first_rows.push(row);
+        row += span.len;
     }
     let memory = Memory {
         qkv: qkv.as_mut_ptr(),
@@ -63,19 +103,23 @@ pub fn decode_step(
         values: values.as_mut_ptr(),
         out: out.as_mut_ptr(),
     };
-    pool::run(slots * kv_heads, &|task| {
-        let (s, g) = (task / kv_heads, task % kv_heads);
-        // SAFETY: the sizes are asserted above, and task (s, g) touches only its own query
-        // heads, key and value of slot s, the cache rows of (s, g) and its heads' outputs.
-        let parts = unsafe { memory.parts(shape, s, g) };
-        let pos = lens[s];
-        group_step(
-            shape,
-            parts,
-            pos,
-            &cos[pos * d..][..d],
-            &sin[pos * d..][..d],
-        );
+    pool::run(spans.len() * kv_heads, &|task| {
+        let (i, g) = (task / kv_heads, task % kv_heads);
+        let span = spans[i];
+        for r in 0..span.len {
+            let pos = span.start + r;
+            // SAFETY: the sizes are asserted above, and task (span, g) alone touches its rows'
+            // query heads, keys and values of group g, the cache rows of (slot, g) and its
+            // heads' outputs (spans name distinct slots, asserted above).
+            let parts = unsafe { memory.parts(shape, first_rows[i] + r, span.slot, g) };
+            group_step(
+                shape,
+                parts,
+                pos,
+                &cos[pos * d..][..d],
+                &sin[pos * d..][..d],
+            );
+        }
     });
 }
 
@@ -90,13 +134,13 @@ struct Memory {
 // SAFETY: tasks only touch disjoint parts (see `Memory::parts`).
 unsafe impl Sync for Memory {}
 
-/// What the task of slot `s`, key-value head `g` reads and writes.
+/// What row `row` (of cache slot `slot`) reads and writes for key-value head `g`.
 struct Parts<'a> {
     /// The group's query heads `[group, head_dim]`, rotated in place.
     queries: &'a mut [f32],
     key: &'a mut [f32],
     value: &'a [f32],
-    /// The cache rows of (s, g): `[capacity, head_dim]` each.
+    /// The cache rows of (slot, g): `[capacity, head_dim]` each.
     keys: &'a mut [f32],
     values: &'a mut [f32],
     /// The group's outputs `[group, head_dim]`.
@@ -105,10 +149,10 @@ struct Parts<'a> {
 
 impl Memory {
     /// # Safety
-    /// The buffers have the sizes `decode_step` asserts, and no other live reference covers the
-    /// parts of (s, g).
+    /// The buffers have the sizes `step` asserts, and no other live reference covers the
+    /// parts of (row, slot, g).
     #[allow(clippy::mut_from_ref)]
-    unsafe fn parts(&self, shape: AttentionShape, s: usize, g: usize) -> Parts<'_> {
+    unsafe fn parts(&self, shape: AttentionShape, row: usize, slot: usize, g: usize) -> Parts<'_> {
         let AttentionShape {
             heads,
             kv_heads,
@@ -116,8 +160,9 @@ impl Memory {
             capacity,
         } = shape;
         let group = heads / kv_heads;
-        let row = s * (heads + 2 * kv_heads) * d;
-        let cache = (s * kv_heads + g) * capacity * d;
+        let out = (row * heads + g * group) * d;
+        let row = row * (heads + 2 * kv_heads) * d;
+        let cache = (slot * kv_heads + g) * capacity * d;
         // SAFETY: the caller's contract; the six ranges are disjoint.
         unsafe {
             let part = |base: *mut f32, at: usize, len: usize| {
@@ -129,7 +174,7 @@ impl Memory {
                 value: part(self.qkv, row + (heads + kv_heads + g) * d, d),
                 keys: part(self.keys, cache, capacity * d),
                 values: part(self.values, cache, capacity * d),
-                out: part(self.out, (s * heads + g * group) * d, group * d),
+                out: part(self.out, out, group * d),
             }
         }
     }
@@ -293,10 +338,10 @@ mod tests {
             head_dim: d,
             capacity,
         };
-        decode_step(
+        step(
             shape,
             &mut q,
-            &lens,
+            &Span::decoding(&lens),
             &floats(&cos),
             &floats(&sin),
             &mut k,
@@ -342,5 +387,87 @@ mod tests {
             let diff = (cached - ks.get(0)).abs().max().double_value(&[]);
             assert!(diff == 0.0, "slot {s}: cached key differs by {diff}");
         }
+    }
+
+    /// A prompt of several rows in one span gives what its tokens give one step at a time, and
+    /// a second span beside it (another slot) does not disturb it.
+    #[test]
+    fn a_prompt_span_equals_its_tokens_step_by_step() {
+        let (heads, kv_heads, d, capacity) = (4usize, 2usize, 8usize, 8usize);
+        let shape = AttentionShape {
+            heads,
+            kv_heads,
+            head_dim: d,
+            capacity,
+        };
+        let width = (heads + 2 * kv_heads) * d;
+        let mut seed = 11u64;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let (cos, sin) = (random(capacity * d), random(capacity * d));
+        let prompt = random(5 * width);
+        let other = random(2 * width);
+        let cache = 2 * kv_heads * capacity * d;
+
+        // Slot 1 takes a 5-token prompt and slot 0 a 2-token one, in one call.
+        let (mut keys, mut values) = (vec![0f32; cache], vec![0f32; cache]);
+        let mut qkv = [prompt.clone(), other.clone()].concat();
+        let mut together = vec![0f32; 7 * heads * d];
+        let spans = [
+            Span {
+                slot: 1,
+                start: 0,
+                len: 5,
+            },
+            Span {
+                slot: 0,
+                start: 0,
+                len: 2,
+            },
+        ];
+        step(
+            shape,
+            &mut qkv,
+            &spans,
+            &cos,
+            &sin,
+            &mut keys,
+            &mut values,
+            &mut together,
+        );
+
+        // The same prompt one token per call.
+        let (mut keys1, mut values1) = (vec![0f32; cache], vec![0f32; cache]);
+        for (pos, row) in prompt.chunks_exact(width).enumerate() {
+            let mut qkv = row.to_vec();
+            let mut out = vec![0f32; heads * d];
+            let span = [Span {
+                slot: 1,
+                start: pos,
+                len: 1,
+            }];
+            step(
+                shape,
+                &mut qkv,
+                &span,
+                &cos,
+                &sin,
+                &mut keys1,
+                &mut values1,
+                &mut out,
+            );
+            assert_eq!(out, together[pos * heads * d..][..heads * d], "row {pos}");
+        }
+        let slot1 = kv_heads * capacity * d..2 * kv_heads * capacity * d;
+        assert_eq!(keys[slot1.clone()], keys1[slot1.clone()]);
+        assert_eq!(values[slot1.clone()], values1[slot1]);
     }
 }

@@ -21,11 +21,13 @@
 //! - `gemm`: wide batches: panels of expanded rows times every activation row, register-tiled.
 //! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
+//! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
 
 pub mod amx;
 pub mod attention;
 mod blocks;
 mod dot;
+pub mod elementwise;
 mod expand;
 mod gemm;
 mod matmul;

@@ -10,6 +10,12 @@ use super::GenerationRequest;
 /// prompt's float32 results bit-identical to transformers'.
 pub const GPU_PREFILL_TOKENS: usize = 16_384;
 
+/// Prompt tokens one prefill pass on host buffers (`Decoder::prefill_into`, block-quantized
+/// models on the CPU) may take. Prompts are not padded there, and the products' weights are
+/// expanded once per pass, so several prompts share that cost; the pass's buffers take about
+/// 30 KiB per token (SmolLM2-135M).
+pub const HOST_PREFILL_TOKENS: usize = 512;
+
 /// A request admitted to the cache: its key, itself, and its slots.
 pub type Admitted = (u64, GenerationRequest, Vec<usize>);
 

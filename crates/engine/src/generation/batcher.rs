@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tch::Tensor;
 
-use super::admission::{admit, GPU_PREFILL_TOKENS};
+use super::admission::{admit, GPU_PREFILL_TOKENS, HOST_PREFILL_TOKENS};
 use super::beam::BeamSearch;
 use super::params::Decoding;
 use super::scores::{host_floats, SlotScores, StepScores};
@@ -169,6 +169,8 @@ fn run_session(
     let mut moves = SlotMoves::default();
     let prefill_tokens = if reduce_on_device {
         GPU_PREFILL_TOKENS
+    } else if model.prefills_on_host() {
+        HOST_PREFILL_TOKENS
     } else {
         0
     };
@@ -183,11 +185,9 @@ fn run_session(
             }
             let started = Instant::now();
             let prompts: Vec<&[u32]> = group.iter().map(|a| a.1.prompt_ids.as_slice()).collect();
-            let (last, prefilled) = model.prefill_batch(&prompts);
-            let first_rows = host_floats(&model.logits(&last));
             let firsts: Vec<usize> = group.iter().map(|a| a.2[0]).collect();
-            cache.insert(&firsts, &prefilled);
-            drop(prefilled);
+            let last = model.prefill_into(&prompts, &firsts, &mut cache);
+            let first_rows = host_floats(&model.logits(&last));
             // A request of several slots (beams, samples) starts with its prompt in each.
             let (mut dsts, mut srcs) = (Vec::new(), Vec::new());
             for (_, _, slots) in &group {

@@ -5,8 +5,9 @@
 use tch::{Kind, Tensor};
 
 use super::embedding::Embedding;
+use super::host_step::{self, HostLayer};
 use crate::config::ModelConfig;
-use crate::cpu::attention::{self, AttentionShape};
+use crate::cpu::attention::{self, AttentionShape, Span};
 use crate::kv_cache::{KvCache, PromptKv};
 use crate::quant::Linear;
 use crate::rope::{Rope, RopeAt};
@@ -93,6 +94,70 @@ impl Decoder {
         (last_hidden, PromptKv { keys, values, lens })
     }
 
+    /// Whether prompts are prefilled on host buffers (`prefill_into`), which takes several
+    /// prompts per pass without padding and without a copy of their keys and values.
+    pub fn prefills_on_host(&self) -> bool {
+        self.rope.host_tables().is_some() && self.host_layers().is_some()
+    }
+
+    /// Prefills `prompts` into cache slots `slots` (prompt `i` into `slots[i]`, replacing what
+    /// was there) and returns the hidden state of each prompt's last token after the final norm
+    /// `[n, hidden]`.
+    pub fn prefill_into(&self, prompts: &[&[u32]], slots: &[usize], cache: &mut KvCache) -> Tensor {
+        assert_eq!(prompts.len(), slots.len());
+        if let (Some((cos, sin)), Some(layers)) = (self.rope.host_tables(), self.host_layers()) {
+            return self.prefill_host(prompts, slots, cache, &layers, cos, sin);
+        }
+        let (last, prefilled) = self.prefill_batch(prompts);
+        cache.insert(slots, &prefilled);
+        last
+    }
+
+    /// `prefill_into` on host buffers: the prompts' tokens run as one batch of rows through
+    /// `host_step`, each prompt a span of causal attention in its own slot.
+    fn prefill_host(
+        &self,
+        prompts: &[&[u32]],
+        slots: &[usize],
+        cache: &mut KvCache,
+        layers: &[HostLayer],
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Tensor {
+        let hidden = self.config.hidden_size;
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        cache.reserve(longest + 1);
+        let ids: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| p.iter().map(|&t| t as i64))
+            .collect();
+        let embedded = self.embed.forward(&Tensor::from_slice(&ids), self.kind);
+        let mut x =
+            Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
+        let spans: Vec<Span> = prompts
+            .iter()
+            .zip(slots)
+            .map(|(p, &slot)| {
+                assert!(!p.is_empty(), "an empty prompt has no last token");
+                Span {
+                    slot,
+                    start: 0,
+                    len: p.len(),
+                }
+            })
+            .collect();
+        host_step::run_layers(layers, &self.config, &mut x, &spans, cache, cos, sin);
+        let mut last = Vec::with_capacity(prompts.len() * hidden);
+        let mut end = 0;
+        for span in &spans {
+            end += span.len;
+            last.extend_from_slice(&x[(end - 1) * hidden..end * hidden]);
+            cache.set_len(span.slot, span.len);
+        }
+        let last = Tensor::from_slice(&last).view([prompts.len() as i64, hidden as i64]);
+        self.rms_norm(&last, &self.norm)
+    }
+
     /// The causal forward pass over `ids [n, t]`: hidden states after the final norm, and the
     /// keys and values of every layer `[n, kv_heads, t, head_dim]`.
     fn forward_prompts(&self, ids: &Tensor) -> (Tensor, Vec<Tensor>, Vec<Tensor>) {
@@ -138,6 +203,9 @@ impl Decoder {
         let span = lens.iter().copied().max().unwrap_or(0) + 1;
         cache.reserve(span as usize);
         if let Some((cos, sin)) = self.rope.host_tables() {
+            if let Some(layers) = self.host_layers() {
+                return self.decode_host(ids, cache, active, &layers, cos, sin);
+            }
             return self.decode_fused(ids, cache, active, cos, sin);
         }
         let positions = Tensor::from_slice(&lens).to_device(device);
@@ -193,7 +261,7 @@ impl Decoder {
             head_dim: c.head_dim,
             capacity: cache.capacity(),
         };
-        let lens = cache.lens().to_vec();
+        let spans = Span::decoding(cache.lens());
         let mut x = self.embed.forward(&ids.view([slots, 1]), self.kind);
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
@@ -209,10 +277,40 @@ impl Decoder {
             unsafe {
                 let qkv = std::slice::from_raw_parts_mut(qkv.data_ptr() as *mut f32, qkv.numel());
                 let out = std::slice::from_raw_parts_mut(attn.data_ptr() as *mut f32, attn.numel());
-                attention::decode_step(shape, qkv, &lens, cos, sin, keys, values, out);
+                attention::step(shape, qkv, &spans, cos, sin, keys, values, out);
             }
             self.after_attention(layer, &mut x, &attn);
         }
+        self.end_step(&x, cache, active)
+    }
+
+    /// Every layer as host memory, when all of them can run on host buffers (float32 on the
+    /// CPU, block-quantized projections).
+    fn host_layers(&self) -> Option<Vec<HostLayer<'_>>> {
+        if self.kind != Kind::Float {
+            return None;
+        }
+        self.layers.iter().map(HostLayer::of).collect()
+    }
+
+    /// `decode` with the whole layer stack on host buffers (`host_step`): libtorch only looks
+    /// up the embeddings and computes the final norm and the logits.
+    fn decode_host(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        active: &[bool],
+        layers: &[HostLayer],
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Tensor {
+        let slots = cache.slots() as i64;
+        let embedded = self.embed.forward(&ids.view([slots, 1]), self.kind);
+        let mut x =
+            Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
+        let spans = Span::decoding(cache.lens());
+        host_step::run_layers(layers, &self.config, &mut x, &spans, cache, cos, sin);
+        let x = Tensor::from_slice(&x).view([slots, 1, self.config.hidden_size as i64]);
         self.end_step(&x, cache, active)
     }
 

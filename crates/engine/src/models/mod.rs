@@ -4,6 +4,7 @@
 
 pub mod decoder;
 pub mod embedding;
+mod host_step;
 
 use tch::{Device, Tensor};
 
