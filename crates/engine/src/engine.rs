@@ -59,22 +59,6 @@ pub struct Engine {
     options: EngineOptions,
 }
 
-/// Hands the allocator's free pages back to the system. Loading makes and drops transient copies
-/// of every tensor (float expansions, re-packing); glibc keeps such pages in its arenas, and
-/// they would count as the engine's resident memory for the rest of the run.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-        }
-        // SAFETY: glibc's `malloc_trim` takes no pointers and may be called at any time.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-}
-
 /// The result of `score`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScoreOutput {
@@ -101,7 +85,7 @@ impl Engine {
             load_gguf(path, options.quant, device)?
         };
         model.allow_tiles(options.amx);
-        release_free_memory();
+        crate::memory::release_free_memory();
         let chat_template = match template_source {
             Some(source) => Some(ChatTemplate::new(
                 &source,

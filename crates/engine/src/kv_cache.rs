@@ -30,15 +30,18 @@ pub struct PromptKv {
 }
 
 impl KvCache {
+    /// A cache of `slots` slots with room for `positions` positions (at least 64, rounded up
+    /// to a power of two; it grows by doubling when a sequence needs more).
     pub fn new(
         layers: usize,
         slots: usize,
         kv_heads: i64,
         head_dim: i64,
+        positions: usize,
         kind: Kind,
         device: Device,
     ) -> Self {
-        let capacity = 64;
+        let capacity = positions.max(64).next_power_of_two() as i64;
         let make = || Tensor::zeros([slots as i64, kv_heads, capacity, head_dim], (kind, device));
         KvCache {
             keys: (0..layers).map(|_| make()).collect(),
@@ -87,6 +90,12 @@ impl KvCache {
                 (self.kind, self.device),
             );
             *t = Tensor::cat(&[&*t, &pad], 2);
+            // The old, shorter tensor may have come from the allocator's heap rather than a
+            // mapping of its own; without a trim its pages would stay resident, and the cache
+            // would briefly take its old and new sizes together.
+            if self.device == Device::Cpu {
+                crate::memory::release_free_memory();
+            }
         }
         self.capacity = capacity;
     }
@@ -323,7 +332,7 @@ mod tests {
     fn host_gather_equals_the_tensor_gather() {
         tch::manual_seed(9);
         let make = || {
-            let mut cache = KvCache::new(2, 7, 2, 8, Kind::Float, Device::Cpu);
+            let mut cache = KvCache::new(2, 7, 2, 8, 0, Kind::Float, Device::Cpu);
             for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
                 *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
             }
@@ -361,7 +370,7 @@ mod tests {
     /// With `shared`, a host gather leaves the shared positions alone and copies the rest.
     #[test]
     fn host_gather_after_a_shared_prefix_copies_only_the_rest() {
-        let mut cache = KvCache::new(1, 2, 1, 4, Kind::Float, Device::Cpu);
+        let mut cache = KvCache::new(1, 2, 1, 4, 0, Kind::Float, Device::Cpu);
         cache.keys[0] = Tensor::randn([2, 1, 64, 4], (Kind::Float, Device::Cpu));
         cache.values[0] = Tensor::randn([2, 1, 64, 4], (Kind::Float, Device::Cpu));
         cache.lens = vec![6, 6];

@@ -104,6 +104,27 @@ pub fn exp_in_place(v: &mut [f32]) {
     }
 }
 
+/// The largest value of `v` (`-inf` when empty).
+pub fn max(v: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::max(v) };
+    }
+    v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `Σ exp(v[i] - shift)`, each term in float32, summed in float64: a softmax's normaliser
+/// over a whole vocabulary row.
+pub fn sum_exp(v: &[f32], shift: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { avx2::sum_exp(v, shift) };
+    }
+    v.iter().map(|&x| ((x - shift) as f64).exp()).sum()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -161,6 +182,43 @@ mod avx2 {
         for i in lanes..out.len() {
             out[i] = gate[i] / (1.0 + (-gate[i]).exp()) * up[i];
         }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn max(v: &[f32]) -> f32 {
+        let lanes = v.len() / 8 * 8;
+        let mut best = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..lanes).step_by(8) {
+            // SAFETY: `i + 8 <= len`.
+            best = _mm256_max_ps(best, unsafe { _mm256_loadu_ps(v.as_ptr().add(i)) });
+        }
+        let mut out = [0f32; 8];
+        // SAFETY: eight floats into an eight-float array.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), best) };
+        out.into_iter()
+            .chain(v[lanes..].iter().copied())
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn sum_exp(v: &[f32], shift: f32) -> f64 {
+        let lanes = v.len() / 8 * 8;
+        let s = _mm256_set1_ps(shift);
+        let (mut low, mut high) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        for i in (0..lanes).step_by(8) {
+            // SAFETY: `i + 8 <= len`.
+            let e = exp8(_mm256_sub_ps(
+                unsafe { _mm256_loadu_ps(v.as_ptr().add(i)) },
+                s,
+            ));
+            low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+        }
+        let mut out = [0f64; 4];
+        // SAFETY: four doubles into a four-double array.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), _mm256_add_pd(low, high)) };
+        let tail: f64 = v[lanes..].iter().map(|&x| ((x - shift) as f64).exp()).sum();
+        out.iter().sum::<f64>() + tail
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -239,6 +297,19 @@ mod tests {
             silu_mul(&floats(&gu), width as usize, &mut got);
             close(&got, &floats(&want), 1e-6);
         }
+    }
+
+    #[test]
+    fn max_and_sum_exp_match_scalar_loops() {
+        let v: Vec<f32> = (0..1003)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
+            .collect();
+        let want_max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(max(&v), want_max);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        let want: f64 = v.iter().map(|&x| ((x - want_max) as f64).exp()).sum();
+        let got = sum_exp(&v, want_max);
+        assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub fn run_stream(
             .unwrap_or(1);
         let capacity = max_slots.min(ready).max(widest);
         run_session(model, tokenizer, capacity, &mut waiting, source, &mut stats);
+        crate::memory::release_free_memory();
     }
 }
 
@@ -151,11 +152,15 @@ fn run_session(
 ) {
     let device = model.norm.device();
     let c = &model.config;
+    // Room for the waiting prompts from the start, so the first prefills do not grow the
+    // cache (a growth briefly holds the old and the new tensors).
+    let longest_prompt = waiting.iter().map(|(_, r)| r.prompt_ids.len()).max();
     let mut cache = KvCache::new(
         c.num_layers,
         capacity,
         c.num_kv_heads as i64,
         c.head_dim as i64,
+        longest_prompt.unwrap_or(0) + 1,
         model.kind,
         device,
     );

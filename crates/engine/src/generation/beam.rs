@@ -81,6 +81,16 @@ impl BeamSearch {
                     continue;
                 }
             };
+            let plain =
+                self.params.repetition_penalty == 1.0 && self.params.banned_sequences.is_empty();
+            if let (true, Some((max, log_sum))) = (plain, logits::log_normaliser(row)) {
+                // Without processors the best log-probabilities are the best logits, shifted
+                // by the same normaliser (same arithmetic as `log_softmax`, without the row).
+                for (t, logit) in top_n(row, 2 * k) {
+                    candidates.push((base + (logit - max - log_sum), b, t as u32));
+                }
+                continue;
+            }
             // transformers takes log_softmax of the raw logits first, then applies the
             // processors to the log-probabilities.
             let history: Vec<u32> = self
@@ -224,16 +234,27 @@ impl BeamSearch {
     }
 }
 
-/// The `n` largest values of `row` with their indices, largest first (ties: lower index first).
+/// The `n` largest values of `row` with their indices, largest first (ties: lower index first),
+/// in one pass that keeps the best `n` so far.
 fn top_n(row: &[f32], n: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
+    use std::cmp::Ordering::{Greater, Less};
     let n = n.min(row.len());
-    if n < row.len() {
-        idx.select_nth_unstable_by(n - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        idx.truncate(n);
+    let mut best: Vec<(usize, f32)> = Vec::with_capacity(n + 1);
+    if n == 0 {
+        return best;
     }
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    idx.into_iter().map(|i| (i, row[i])).collect()
+    for (i, &v) in row.iter().enumerate() {
+        if best.len() == n {
+            // A later index never displaces an equal value.
+            if v.total_cmp(&best[n - 1].1) != Greater {
+                continue;
+            }
+            best.pop();
+        }
+        let at = best.partition_point(|&(_, b)| b.total_cmp(&v) != Less);
+        best.insert(at, (i, v));
+    }
+    best
 }
 
 #[cfg(test)]
@@ -244,5 +265,9 @@ mod tests {
     fn top_n_orders_and_breaks_ties_by_index() {
         let row = [0.5, 2.0, 2.0, -1.0, 3.0];
         assert_eq!(top_n(&row, 3), vec![(4, 3.0), (1, 2.0), (2, 2.0)]);
+        assert_eq!(top_n(&row, 2), vec![(4, 3.0), (1, 2.0)]);
+        assert_eq!(top_n(&row, 0), vec![]);
+        assert_eq!(top_n(&row, 9).len(), 5);
+        assert_eq!(top_n(&[1.0, 1.0, 1.0], 2), vec![(0, 1.0), (1, 1.0)]);
     }
 }

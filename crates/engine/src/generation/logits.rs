@@ -5,6 +5,8 @@
 
 use rand::Rng;
 
+use crate::cpu::elementwise;
+
 /// transformers' `RepetitionPenaltyLogitsProcessor`: every token already in the sequence
 /// (prompt included) has its logit divided by `penalty` if positive, multiplied if negative.
 pub fn repetition_penalty(row: &mut [f32], history: &[u32], penalty: f64) {
@@ -47,25 +49,30 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// `(max, ln Σ exp(v - max))` of a row, what turns its logits into log-probabilities
+/// (`v - max - log_sum`); `None` when every value is `-inf`.
+pub fn log_normaliser(row: &[f32]) -> Option<(f32, f32)> {
+    let max = elementwise::max(row);
+    if max == f32::NEG_INFINITY {
+        return None;
+    }
+    Some((max, elementwise::sum_exp(row, max).ln() as f32))
+}
+
 /// Natural-log softmax of a row.
 pub fn log_softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
+    let Some((max, log_sum)) = log_normaliser(row) else {
         return vec![f32::NEG_INFINITY; row.len()];
-    }
-    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    let log_sum = sum.ln() as f32;
+    };
     row.iter().map(|&v| v - max - log_sum).collect()
 }
 
 /// `log_softmax(row)[token]` without building the whole row (same arithmetic, same bits).
 pub fn log_prob(row: &[f32], token: usize) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return f32::NEG_INFINITY;
+    match log_normaliser(row) {
+        Some((max, log_sum)) => row[token] - max - log_sum,
+        None => f32::NEG_INFINITY,
     }
-    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    row[token] - max - sum.ln() as f32
 }
 
 /// Temperature, then top-k, then top-p, then a draw from the softmax (transformers' warpers).
