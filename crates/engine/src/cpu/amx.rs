@@ -352,6 +352,7 @@ mod x86 {
     /// # Safety
     /// As `panel_product`'s `out`.
     #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
     unsafe fn scatter(
         products: &Products,
         j0: usize,
@@ -370,16 +371,26 @@ mod x86 {
             let j = j0 + half * TILE;
             let columns = width.saturating_sub(j).min(TILE);
             let lanes = m.saturating_sub(group * TILE).min(TILE);
+            // Column `lane` of the product tile is one output row: gathered (stride 16) and
+            // stored with a mask for a panel's last, narrower columns.
+            let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
+            let strided = _mm512_setr_epi32(
+                0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+            );
             for lane in 0..lanes {
-                // SAFETY: row `group * 16 + lane < m`, columns `j..j + columns <= width`.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(
+                // SAFETY: the gather reads `product[jr * 16 + lane]`, `jr < 16`, inside the
+                // tile; the store writes row `group * 16 + lane < m`, columns `j..j + columns`
+                // with `j + columns <= width` (the caller's contract on `out`).
+                unsafe {
+                    let column = _mm512_i32gather_ps::<4>(
+                        _mm512_add_epi32(strided, _mm512_set1_epi32(lane as i32)),
+                        product.as_ptr().cast(),
+                    );
+                    _mm512_mask_storeu_ps(
                         out.add((group * TILE + lane) * stride + j),
-                        columns,
-                    )
-                };
-                for (jr, v) in row.iter_mut().enumerate() {
-                    *v = product[jr * TILE + lane];
+                        mask,
+                        column,
+                    );
                 }
             }
         }
