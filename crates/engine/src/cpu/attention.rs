@@ -204,22 +204,30 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
     SCORES.with_borrow_mut(|scores| {
         scores.clear();
         scores.resize(group * n, 0.0);
+        assert!(
+            group <= MAX_GROUP,
+            "more than {MAX_GROUP} query heads per key-value head"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if avx512::suits(d) {
+            // SAFETY: the CPU has AVX-512F and `d` is a multiple of 64 (`suits`); the slices
+            // hold `group` query heads, `n` keys and values and `group * n` scores.
+            unsafe {
+                avx512::scores(queries, keys, n, d, scale, scores);
+                let totals = normalise(scores, n);
+                avx512::weighted_sum(scores, values, n, d, &totals, parts.out);
+            }
+            return;
+        }
+        // The group's query heads share their keys and values: position by position, one key
+        // (then one value) serves every head while it is in L1, instead of each head
+        // streaming the whole cache row from L2 again.
         for (p, k) in keys.chunks_exact(d).enumerate() {
             for (h, q) in queries.chunks_exact(d).enumerate() {
                 scores[h * n + p] = dot(q, k) * scale;
             }
         }
-        let mut totals = [0f32; MAX_GROUP];
-        assert!(
-            group <= MAX_GROUP,
-            "more than {MAX_GROUP} query heads per key-value head"
-        );
-        for (head, total) in scores.chunks_exact_mut(n).zip(&mut totals) {
-            let max = elementwise::max(head);
-            head.iter_mut().for_each(|s| *s -= max);
-            elementwise::exp_in_place(head);
-            *total = head.iter().sum();
-        }
+        let totals = normalise(scores, n);
         parts.out.fill(0.0);
         for (p, v) in values.chunks_exact(d).enumerate() {
             for (h, o) in parts.out.chunks_exact_mut(d).enumerate() {
@@ -227,6 +235,19 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
             }
         }
     });
+}
+
+/// Turns each head's row of `n` scores into `exp(score - max)` in place and returns the rows'
+/// sums (the softmax's denominators).
+fn normalise(scores: &mut [f32], n: usize) -> [f32; MAX_GROUP] {
+    let mut totals = [0f32; MAX_GROUP];
+    for (head, total) in scores.chunks_exact_mut(n).zip(&mut totals) {
+        let max = elementwise::max(head);
+        head.iter_mut().for_each(|s| *s -= max);
+        elementwise::exp_in_place(head);
+        *total = head.iter().sum();
+    }
+    totals
 }
 
 /// Query heads per key-value head this kernel takes (Llama 3 70B has 8, Qwen2-0.5B 7).
@@ -319,18 +340,204 @@ mod avx2 {
     }
 }
 
+/// AVX-512 versions of the two halves of a group's attention, for head sizes that are a
+/// multiple of 64 (SmolLM2, Llama and Qwen2 use 64 or 128). Scores are formed sixteen
+/// positions at a time: one vector of partial sums per position, reduced together by a
+/// transpose-and-add tree (a horizontal sum per score would cost more than its products). The
+/// weighted sum of values keeps up to four heads' outputs in registers over all positions.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::MAX_GROUP;
+
+    pub fn suits(d: usize) -> bool {
+        d.is_multiple_of(64) && super::super::dot::avx512::available()
+    }
+
+    /// `scores[h * n + p] = scale * queries[h] · keys[p]` for every head `h` of the group and
+    /// position `p < n`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `d` is a multiple of 16; `keys` holds `n` rows of `d`, `scores`
+    /// `group * n` floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scores(
+        queries: &[f32],
+        keys: &[f32],
+        n: usize,
+        d: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let group = queries.len() / d;
+        assert!(d.is_multiple_of(16) && n > 0 && keys.len() >= n * d);
+        assert!(scores.len() >= group * n);
+        let scale = _mm512_set1_ps(scale);
+        for p0 in (0..n).step_by(16) {
+            let count = (n - p0).min(16);
+            for h in 0..group {
+                let q = queries[h * d..][..d].as_ptr();
+                // Past the last position, the last key again (its sums are not stored).
+                let mut partial = [_mm512_setzero_ps(); 16];
+                for (i, acc) in partial.iter_mut().enumerate() {
+                    let k = keys[(p0 + i.min(count - 1)) * d..][..d].as_ptr();
+                    // SAFETY: `q` and `k` point at `d` floats, `d` a multiple of 16.
+                    unsafe {
+                        *acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
+                        for c in (16..d).step_by(16) {
+                            *acc = _mm512_fmadd_ps(
+                                _mm512_loadu_ps(q.add(c)),
+                                _mm512_loadu_ps(k.add(c)),
+                                *acc,
+                            );
+                        }
+                    }
+                }
+                let sums = _mm512_mul_ps(sum_each(partial), scale);
+                let mask = (u32::MAX >> (32 - count)) as __mmask16;
+                // SAFETY: positions `p0..p0 + count` of head `h`'s row (asserted above).
+                unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(h * n + p0), mask, sums) };
+            }
+        }
+    }
+
+    /// Lane `i` of the result is the sum of the sixteen lanes of `v[i]`.
+    #[target_feature(enable = "avx512f")]
+    fn sum_each(v: [__m512; 16]) -> __m512 {
+        // Each stage adds halves of pairs of vectors: 16 vectors of 16 partial sums, then 8 of
+        // 2 x 8, 4 of 4 x 4, 2 of 8 x 2, 1 of 16 x 1.
+        let mut halves = [_mm512_setzero_ps(); 8];
+        for (j, h) in halves.iter_mut().enumerate() {
+            let (a, b) = (v[2 * j], v[2 * j + 1]);
+            *h = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            );
+        }
+        let mut quarters = [_mm512_setzero_ps(); 4];
+        for (j, q) in quarters.iter_mut().enumerate() {
+            let (a, b) = (halves[2 * j], halves[2 * j + 1]);
+            *q = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            );
+        }
+        let mut eighths = [_mm512_setzero_ps(); 2];
+        for (j, e) in eighths.iter_mut().enumerate() {
+            let (a, b) = (quarters[2 * j], quarters[2 * j + 1]);
+            *e = _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+            );
+        }
+        let (a, b) = (eighths[0], eighths[1]);
+        let sums = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
+        );
+        // Lane 4k + m now holds the sum of v[4m + k].
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(order, sums)
+    }
+
+    /// `out[h] = Σ_p weights[h * n + p] values[p] / totals[h]` for every head of the group.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `d` is a multiple of 64; `values` holds `n` rows of `d`,
+    /// `weights` `group * n` floats, `out` `group * d`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn weighted_sum(
+        weights: &[f32],
+        values: &[f32],
+        n: usize,
+        d: usize,
+        totals: &[f32; MAX_GROUP],
+        out: &mut [f32],
+    ) {
+        let group = out.len() / d;
+        assert!(d.is_multiple_of(64) && values.len() >= n * d && weights.len() >= group * n);
+        for c0 in (0..d).step_by(64) {
+            for h0 in (0..group).step_by(4) {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    match group - h0 {
+                        1 => heads::<1>(weights, values, n, d, c0, h0, totals, out),
+                        2 => heads::<2>(weights, values, n, d, c0, h0, totals, out),
+                        3 => heads::<3>(weights, values, n, d, c0, h0, totals, out),
+                        _ => heads::<4>(weights, values, n, d, c0, h0, totals, out),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `weighted_sum` for heads `h0..h0 + H` and columns `c0..c0 + 64`, in 4H registers.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn heads<const H: usize>(
+        weights: &[f32],
+        values: &[f32],
+        n: usize,
+        d: usize,
+        c0: usize,
+        h0: usize,
+        totals: &[f32; MAX_GROUP],
+        out: &mut [f32],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; H];
+        for p in 0..n {
+            let v = values[p * d + c0..][..64].as_ptr();
+            let mut rows = [_mm512_setzero_ps(); 4];
+            for (c, row) in rows.iter_mut().enumerate() {
+                // SAFETY: 64 floats at `v`.
+                *row = unsafe { _mm512_loadu_ps(v.add(16 * c)) };
+            }
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(weights[(h0 + h) * n + p]);
+                for (a, v) in acc.iter_mut().zip(&rows) {
+                    *a = _mm512_fmadd_ps(w, *v, *a);
+                }
+            }
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            let inverse = _mm512_set1_ps(1.0 / totals[h0 + h]);
+            let o = out[(h0 + h) * d + c0..][..64].as_mut_ptr();
+            for (c, a) in acc.iter().enumerate() {
+                // SAFETY: 64 floats at `o`.
+                unsafe { _mm512_storeu_ps(o.add(16 * c), _mm512_mul_ps(*a, inverse)) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
 
     /// Against libtorch: rope by the same formula, then masked scaled-dot-product attention
-    /// with grouped-query heads.
+    /// with grouped-query heads. Head sizes of 16 (the portable loops) and 64 and 128 (the
+    /// AVX-512 kernels, with position counts below, at and past sixteen, and groups of 3, 4
+    /// and 5 query heads).
     #[test]
     fn matches_libtorch_attention() {
+        check_against_libtorch(6, 2, 16, 8, &[3, 5]);
+        check_against_libtorch(9, 3, 64, 48, &[20, 37]);
+        check_against_libtorch(8, 2, 128, 40, &[0, 15]);
+        check_against_libtorch(10, 2, 64, 20, &[16, 17]);
+    }
+
+    fn check_against_libtorch(
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        capacity: usize,
+        lens: &[usize],
+    ) {
         tch::manual_seed(3);
-        let (heads, kv_heads, d, capacity, slots) = (6usize, 2usize, 16usize, 8usize, 2usize);
-        let lens = [3usize, 5];
+        let slots = lens.len();
         let opts = (Kind::Float, Device::Cpu);
         let qkv = Tensor::randn([slots as i64, ((heads + 2 * kv_heads) * d) as i64], opts);
         let keys = Tensor::randn(
@@ -356,7 +563,7 @@ mod tests {
         step(
             shape,
             &mut q,
-            &Span::decoding(&lens),
+            &Span::decoding(lens),
             &floats(&cos),
             &floats(&sin),
             &mut k,

@@ -35,6 +35,39 @@ pub enum BlockMatrix {
 }
 
 impl BlockMatrix {
+    /// Bytes of one row's blocks.
+    pub fn row_bytes(&self) -> usize {
+        match self {
+            BlockMatrix::Q4 { cols, .. } => cols / BLOCK * std::mem::size_of::<Q4Block>(),
+            BlockMatrix::Q8 { cols, .. } => cols / BLOCK * std::mem::size_of::<Q8Block>(),
+        }
+    }
+
+    /// Asks the CPU to bring row `r`'s blocks into cache ahead of use.
+    #[inline]
+    pub fn prefetch_row(&self, r: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let (start, bytes) = match self {
+                BlockMatrix::Q4 { blocks, cols, .. } => {
+                    let per_row = cols / BLOCK;
+                    let row = &blocks[r * per_row..(r + 1) * per_row];
+                    (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row))
+                }
+                BlockMatrix::Q8 { blocks, cols, .. } => {
+                    let per_row = cols / BLOCK;
+                    let row = &blocks[r * per_row..(r + 1) * per_row];
+                    (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row))
+                }
+            };
+            for at in (0..bytes).step_by(64) {
+                // SAFETY: a prefetch hint for an address inside the row.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(at)) };
+            }
+        }
+    }
+
     /// From 4-bit codes (`rows * cols`, one per byte, values 0..=15) with one scale and min per
     /// 32 columns.
     pub fn from_q4_codes(

@@ -9,6 +9,12 @@ use super::pool;
 /// Rows of `W` per parallel task: enough work to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 64;
 
+/// How far ahead of the row being multiplied its successors are prefetched. The rows are read
+/// once per step from memory; the hardware prefetcher alone left a third of the bandwidth
+/// unused (measured with `examples/kernel_bench`, batch 1: 22 against 16–17 CPU-ms per step
+/// with 4 KiB; 2 and 16 KiB were in between).
+const PREFETCH_BYTES: usize = 4096;
+
 /// `x` is `[m, cols]` row-major; writes `out` as `[m, rows]` row-major.
 pub fn matmul(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
@@ -21,8 +27,12 @@ pub fn matmul(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
         let mut tile = vec![0f32; m * width];
         let x_row = |i: usize| &x[i * cols..(i + 1) * cols];
         let sum_row = |i: usize| &sums[i * per_row..(i + 1) * per_row];
+        let ahead = PREFETCH_BYTES.div_ceil(w.row_bytes());
         for r in start..end {
             let span = r * per_row..(r + 1) * per_row;
+            if r + ahead < rows {
+                w.prefetch_row(r + ahead);
+            }
             let mut i = 0;
             // Four activation rows at a time share each expanded weight block.
             while i + 4 <= m {
