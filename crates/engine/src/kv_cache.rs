@@ -18,6 +18,17 @@ pub struct KvCache {
     head_dim: i64,
     kind: Kind,
     device: Device,
+    /// Positions set aside by a host gather, kept between steps (allocating it afresh every
+    /// step cost page faults and zeroing).
+    scratch: Vec<f32>,
+}
+
+/// A source slot of a host gather that is itself overwritten: its positions `from..len` are
+/// set aside at `at` in the scratch buffer (head after head) before any copy.
+struct Kept {
+    slot: usize,
+    from: usize,
+    at: usize,
 }
 
 /// Keys and values of prefilled prompts, as a prefill returns them: per layer `[prompts,
@@ -53,6 +64,7 @@ impl KvCache {
             head_dim,
             kind,
             device,
+            scratch: Vec::new(),
         }
     }
 
@@ -161,10 +173,11 @@ impl KvCache {
         }
     }
 
-    /// `gather` in host memory, split over the kernel pool: only sources that are themselves
-    /// overwritten are set aside first, then every destination copies positions `shared[i]..`
-    /// up to its source's length, head by head. (libtorch's single-threaded select-and-copy of
-    /// every moved slot whole took a seventh of a beam search's time.)
+    /// `gather` in host memory, split over the kernel pool: only the positions that will be
+    /// read of sources that are themselves overwritten are set aside first (past the shared
+    /// prefix: a beam's generated tokens), then every destination copies positions
+    /// `shared[i]..` up to its source's length, head by head. (libtorch's single-threaded
+    /// select-and-copy of every moved slot whole took a seventh of a beam search's time.)
     fn gather_host(&mut self, dsts: &[usize], srcs: &[usize], shared: &[usize]) {
         let (heads, capacity, d) = (
             self.kv_heads as usize,
@@ -176,38 +189,71 @@ impl KvCache {
             dsts.iter().collect::<std::collections::BTreeSet<_>>().len() == dsts.len(),
             "a slot is the destination of two moves"
         );
-        let kept: Vec<usize> = srcs
-            .iter()
-            .copied()
-            .filter(|s| dsts.contains(s))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut saved = vec![0f32; kept.len() * per_slot];
         let lens = &self.lens;
+        let start = |i: usize| shared[i].min(lens[srcs[i]]);
+        // Sources that are also destinations, each with the first position any move reads
+        // from it and where its saved positions begin in `saved`.
+        let mut kept: Vec<Kept> = Vec::new();
+        for (i, &src) in srcs.iter().enumerate() {
+            if !dsts.contains(&src) {
+                continue;
+            }
+            match kept.iter_mut().find(|k| k.slot == src) {
+                Some(k) => k.from = k.from.min(start(i)),
+                None => kept.push(Kept {
+                    slot: src,
+                    from: start(i),
+                    at: 0,
+                }),
+            }
+        }
+        let mut total = 0;
+        for k in &mut kept {
+            k.at = total;
+            total += heads * (lens[k.slot] - k.from) * d;
+        }
+        let saved = &mut self.scratch;
+        if saved.len() < total {
+            saved.resize(total, 0.0);
+        }
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            assert!(t.is_contiguous() && t.numel() == self.lens.len() * per_slot);
+            assert!(t.is_contiguous() && t.numel() == lens.len() * per_slot);
             let memory = SharedOut(t.data_ptr() as *mut f32);
             let saved_at = SharedOut(saved.as_mut_ptr());
+            let kept = &kept;
             // SAFETY (both runs): the tensor is contiguous float32 host memory of `slots *
             // per_slot` floats (asserted) that nothing else touches meanwhile (`&mut self`);
-            // tasks of the first run read cache slots and write their own part of `saved`;
-            // tasks of the second write distinct destination slots (a destination appears
-            // once) and read only `saved` or slots that are no destination.
-            crate::cpu::pool::run(kept.len(), &|i| unsafe {
-                let from = memory.get().add(kept[i] * per_slot);
-                std::ptr::copy_nonoverlapping(from, saved_at.get().add(i * per_slot), per_slot);
+            // `saved` holds `total` floats. Tasks of the first run read cache slots and write
+            // their own part of `saved`; tasks of the second write distinct destination slots
+            // (a destination appears once) and read only `saved` or slots that are no
+            // destination.
+            crate::cpu::pool::run(kept.len(), &|j| unsafe {
+                let k = &kept[j];
+                let span = (lens[k.slot] - k.from) * d;
+                let from = memory.get().add(k.slot * per_slot);
+                for h in 0..heads {
+                    std::ptr::copy_nonoverlapping(
+                        from.add((h * capacity + k.from) * d),
+                        saved_at.get().add(k.at + h * span),
+                        span,
+                    );
+                }
             });
             crate::cpu::pool::run(dsts.len(), &|i| unsafe {
-                let from = match kept.binary_search(&srcs[i]) {
-                    Ok(k) => saved_at.get().add(k * per_slot),
-                    Err(_) => memory.get().add(srcs[i] * per_slot),
-                };
                 let to = memory.get().add(dsts[i] * per_slot);
-                let (start, end) = (shared[i].min(lens[srcs[i]]), lens[srcs[i]]);
+                let (begin, end) = (start(i), lens[srcs[i]]);
+                let count = (end - begin) * d;
                 for h in 0..heads {
-                    let at = (h * capacity + start) * d;
-                    std::ptr::copy_nonoverlapping(from.add(at), to.add(at), (end - start) * d);
+                    let from = match kept.iter().find(|k| k.slot == srcs[i]) {
+                        Some(k) => {
+                            let span = (lens[k.slot] - k.from) * d;
+                            saved_at.get().add(k.at + h * span + (begin - k.from) * d)
+                        }
+                        None => memory
+                            .get()
+                            .add(srcs[i] * per_slot + (h * capacity + begin) * d),
+                    };
+                    std::ptr::copy_nonoverlapping(from, to.add((h * capacity + begin) * d), count);
                 }
             });
         }
@@ -379,5 +425,53 @@ mod tests {
         let (k, b) = (&cache.keys[0], &before);
         assert!(k.get(1).narrow(1, 0, 2).equal(&b.get(1).narrow(1, 0, 2)));
         assert!(k.get(1).narrow(1, 2, 4).equal(&b.get(0).narrow(1, 2, 4)));
+    }
+
+    /// Beam-like moves over slots that share a prefix: a swap (0 <-> 1) and a fork from a
+    /// source that is itself overwritten (2 <- 1), with sources of different lengths; the host
+    /// gather, which sets aside only the positions past the prefix, equals the tensor gather.
+    #[test]
+    fn host_gather_of_overwritten_sources_past_a_prefix_equals_the_tensor_gather() {
+        tch::manual_seed(4);
+        let prefix = 3;
+        let make = || {
+            let mut cache = KvCache::new(2, 4, 2, 8, 0, Kind::Float, Device::Cpu);
+            for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
+                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+                let first = t.get(0).narrow(1, 0, prefix).copy();
+                for slot in 1..4 {
+                    t.get(slot).narrow(1, 0, prefix).copy_(&first);
+                }
+            }
+            cache.lens = vec![5, 7, 6, 4];
+            cache
+        };
+        let (mut host, mut tensors) = (make(), make());
+        for (a, b) in host.keys.iter_mut().zip(&tensors.keys) {
+            a.copy_(b);
+        }
+        for (a, b) in host.values.iter_mut().zip(&tensors.values) {
+            a.copy_(b);
+        }
+        let (dsts, srcs) = ([0, 1, 2], [1, 0, 1]);
+        host.gather_after(&dsts, &srcs, &[prefix as usize; 3]);
+        tensors.gather_tensors(&dsts, &srcs, 7);
+        let prefix_of =
+            |t: &Tensor, slot: usize, n: usize| t.get(slot as i64).narrow(1, 0, n as i64);
+        assert_eq!(host.lens, vec![7, 5, 7, 4]);
+        for (a, b) in host
+            .keys
+            .iter()
+            .chain(&host.values)
+            .zip(tensors.keys.iter().chain(&tensors.values))
+        {
+            for slot in 0..4 {
+                let n = host.lens[slot];
+                assert!(
+                    prefix_of(a, slot, n).equal(&prefix_of(b, slot, n)),
+                    "slot {slot}"
+                );
+            }
+        }
     }
 }

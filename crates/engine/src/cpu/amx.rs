@@ -63,6 +63,18 @@ fn detect() -> bool {
     false
 }
 
+/// The activation tiles' base pointer, shared by the tasks that fill disjoint groups of them.
+struct SharedBytes(*mut u8);
+
+impl SharedBytes {
+    fn get(&self) -> *mut u8 {
+        self.0
+    }
+}
+
+// SAFETY: each task writes only its own group's bytes.
+unsafe impl Sync for SharedBytes {}
+
 thread_local! {
     /// The caller's activations in tile layout, reused across calls.
     static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -78,8 +90,21 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     ACTIVATIONS.with_borrow_mut(|acts| {
         acts.clear();
         acts.resize(groups * (cols / BLOCK) * TILE_BYTES, 0);
-        // SAFETY: `available()` checked the CPU; `acts` holds a tile per group and block.
-        unsafe { x86::activation_tiles(x, m, cols, acts) };
+        // Each group of 16 rows is converted by a task of its own (a 512-token prefill has 32).
+        let group_bytes = (cols / BLOCK) * TILE_BYTES;
+        let tiles = SharedBytes(acts.as_mut_ptr());
+        pool::run(groups, &|group| {
+            let rows = &x[group * TILE * cols..((group + 1) * TILE).min(m) * cols];
+            // SAFETY: `available()` checked the CPU; `acts` holds `group_bytes` per group and
+            // this task alone writes group `group`'s.
+            unsafe {
+                let tiles = std::slice::from_raw_parts_mut(
+                    tiles.get().add(group * group_bytes),
+                    group_bytes,
+                );
+                x86::activation_tiles(rows, rows.len() / cols, cols, tiles)
+            };
+        });
         let acts: &[u8] = acts;
         let base = SharedOut(out.as_mut_ptr());
         pool::run(rows.div_ceil(PANEL_ROWS), &|task| {

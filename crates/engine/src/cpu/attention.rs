@@ -228,10 +228,11 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
             }
         }
         let totals = normalise(scores, n);
+        let inverses = totals.map(|t| 1.0 / t);
         parts.out.fill(0.0);
         for (p, v) in values.chunks_exact(d).enumerate() {
             for (h, o) in parts.out.chunks_exact_mut(d).enumerate() {
-                axpy(scores[h * n + p] / totals[h], v, o);
+                axpy(scores[h * n + p] * inverses[h], v, o);
             }
         }
     });
