@@ -5,6 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::cpu::attention::Prefix;
 use crate::cpu::pool::SharedOut;
 
 pub struct KvCache {
@@ -21,6 +22,8 @@ pub struct KvCache {
     /// Positions set aside by a host gather, kept between steps (allocating it afresh every
     /// step cost page faults and zeroing).
     scratch: Vec<f32>,
+    /// Slots whose first positions another slot holds (`share_prefix`), empty until one does.
+    prefixes: Vec<Option<Prefix>>,
 }
 
 /// A source slot of a host gather that is itself overwritten: its positions `from..len` are
@@ -65,7 +68,41 @@ impl KvCache {
             kind,
             device,
             scratch: Vec::new(),
+            prefixes: Vec::new(),
         }
+    }
+
+    /// Whether slots can share a prefix (`share_prefix`): a host cache, whose attention runs
+    /// in `cpu::attention`.
+    pub fn shares_prefixes(&self) -> bool {
+        self.device == Device::Cpu && self.kind == Kind::Float
+    }
+
+    /// Slot `slot` starts as slot `home` is now, reading `home`'s positions instead of
+    /// holding a copy: the beams or samples of one prompt share its keys and values. `home`
+    /// must not write below its current length while `slot` links to it (a request's slots
+    /// are freed together), and moves between linked slots must leave the shared positions
+    /// alone (`gather_after` with `shared` at least the prefix).
+    pub fn share_prefix(&mut self, slot: usize, home: usize) {
+        assert!(self.shares_prefixes(), "only a host cache shares prefixes");
+        assert!(slot != home && self.prefix(home).is_none());
+        if self.prefixes.is_empty() {
+            self.prefixes = vec![None; self.lens.len()];
+        }
+        self.prefixes[slot] = Some(Prefix {
+            slot: home,
+            len: self.lens[home],
+        });
+        self.lens[slot] = self.lens[home];
+    }
+
+    fn prefix(&self, slot: usize) -> Option<Prefix> {
+        self.prefixes.get(slot).copied().flatten()
+    }
+
+    /// Each slot's shared prefix (empty when no slot has one).
+    pub fn prefixes(&self) -> &[Option<Prefix>] {
+        &self.prefixes
     }
 
     pub fn slots(&self) -> usize {
@@ -189,6 +226,15 @@ impl KvCache {
             dsts.iter().collect::<std::collections::BTreeSet<_>>().len() == dsts.len(),
             "a slot is the destination of two moves"
         );
+        for (i, (&d, &s)) in dsts.iter().zip(srcs).enumerate() {
+            let needs = |slot: usize| self.prefix(slot).map_or(0, |p| p.len);
+            // Below a prefix, a slot's own rows hold nothing: such positions must be among
+            // those the two slots already share.
+            assert!(
+                shared[i] >= needs(d).max(needs(s)),
+                "a move from slot {s} to {d} would copy positions another slot holds"
+            );
+        }
         let lens = &self.lens;
         let start = |i: usize| shared[i].min(lens[srcs[i]]);
         // Sources that are also destinations, each with the first position any move reads
@@ -271,6 +317,9 @@ impl KvCache {
 
     pub fn clear(&mut self, slot: usize) {
         self.lens[slot] = 0;
+        if let Some(prefix) = self.prefixes.get_mut(slot) {
+            *prefix = None;
+        }
     }
 
     /// Writes one new key/value per slot at each slot's current length, advances the lengths

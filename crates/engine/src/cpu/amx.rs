@@ -176,71 +176,83 @@ mod x86 {
         }
     }
 
-    /// Expands weight rows `r0..r0 + count` (`count <= 32`) to bfloat16: block `kb` of row
-    /// `r0 + r` becomes row `r` of the pair of tiles `panel[kb]`, and prefetches the blocks of
-    /// the `next` rows meanwhile.
-    ///
-    /// Block column by block column, so consecutive stores fill one pair of tiles (row by row
-    /// they land 2 KiB apart, in a few L1 sets); the quantized rows are one small contiguous
-    /// run either way. On SmolLM2 this measured even with the row order, as did the prefetch:
-    /// the expansion's time is the weights' first read from memory.
+    /// Expands block column `kb` of weight rows `r0..r0 + count` (`count <= 32`) to bfloat16:
+    /// block `kb` of row `r0 + r` becomes row `r` of the pair of tiles `pair`. Also prefetches
+    /// this column's share of the bytes of the `next` rows, so that their first read from
+    /// memory is spread over the expansion of these.
     ///
     /// # Safety
-    /// The CPU has AVX-512F/BW/BF16; rows `r0..r0 + count` exist; `panel.len()` is the row's
-    /// block count.
+    /// The CPU has AVX-512F/BW/BF16; rows `r0..r0 + count` and `next` exist; `kb` is one of
+    /// the matrix's block columns.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn expand_rows(
+    unsafe fn expand_column(
         w: &BlockMatrix,
         r0: usize,
         count: usize,
-        next: std::ops::Range<usize>,
-        panel: &mut [Tiles],
+        next: &std::ops::Range<usize>,
+        kb: usize,
+        pair: &mut Tiles,
     ) {
-        let kblocks = panel.len();
+        let kblocks = w.cols() / BLOCK;
         debug_assert!(count <= 2 * TILE && r0 + count <= w.rows() && next.end <= w.rows());
+        let (rows, ahead) = (
+            r0 * kblocks..(r0 + count) * kblocks,
+            next.start * kblocks..next.end * kblocks,
+        );
         match w {
             BlockMatrix::Q4 { blocks, .. } => {
-                let rows = &blocks[r0 * kblocks..(r0 + count) * kblocks];
-                let ahead = &blocks[next.start * kblocks..next.end * kblocks];
                 // SAFETY: the caller's contract.
-                unsafe { expand_blocks(rows, ahead, panel, |b, out| q4_block(b, out)) }
+                unsafe {
+                    column(
+                        &blocks[rows],
+                        &blocks[ahead],
+                        kblocks,
+                        kb,
+                        pair,
+                        |b, out| q4_block(b, out),
+                    )
+                }
             }
             BlockMatrix::Q8 { blocks, .. } => {
-                let rows = &blocks[r0 * kblocks..(r0 + count) * kblocks];
-                let ahead = &blocks[next.start * kblocks..next.end * kblocks];
                 // SAFETY: as above.
-                unsafe { expand_blocks(rows, ahead, panel, |b, out| q8_block(b, out)) }
+                unsafe {
+                    column(
+                        &blocks[rows],
+                        &blocks[ahead],
+                        kblocks,
+                        kb,
+                        pair,
+                        |b, out| q8_block(b, out),
+                    )
+                }
             }
         }
     }
 
-    /// `expand_rows` for one block format: `rows` holds whole rows of `panel.len()` blocks.
+    /// `expand_column` for one block format: `rows` holds whole rows of `kblocks` blocks.
     #[inline(always)]
-    unsafe fn expand_blocks<B>(
+    unsafe fn column<B>(
         rows: &[B],
         ahead: &[B],
-        panel: &mut [Tiles],
+        kblocks: usize,
+        kb: usize,
+        pair: &mut Tiles,
         expand: impl Fn(&B, *mut u16),
     ) {
-        let kblocks = panel.len();
-        let count = rows.len() / kblocks;
-        // Prefetch the next rows' bytes in even shares over the block columns.
         let ahead_bytes = std::mem::size_of_val(ahead);
-        let lines_per_column = ahead_bytes.div_ceil(64 * kblocks);
+        let lines = ahead_bytes.div_ceil(64 * kblocks);
         let ahead_ptr = ahead.as_ptr().cast::<i8>();
-        for (kb, pair) in panel.iter_mut().enumerate() {
-            for line in kb * lines_per_column..((kb + 1) * lines_per_column) {
-                if line * 64 < ahead_bytes {
-                    // SAFETY: a prefetch of an address inside `ahead`.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead_ptr.add(line * 64)) };
-                }
+        for line in kb * lines..(kb + 1) * lines {
+            if line * 64 < ahead_bytes {
+                // SAFETY: a prefetch of an address inside `ahead`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead_ptr.add(line * 64)) };
             }
-            for r in 0..count {
-                // SAFETY: each pair holds 32 rows of 32 values; `r < count <= 32`.
-                expand(&rows[r * kblocks + kb], unsafe {
-                    pair.0.as_mut_ptr().add(r * BLOCK)
-                });
-            }
+        }
+        for r in 0..rows.len() / kblocks {
+            // SAFETY: a pair holds 32 rows of 32 values; `r < count <= 32`.
+            expand(&rows[r * kblocks + kb], unsafe {
+                pair.0.as_mut_ptr().add(r * BLOCK)
+            });
         }
     }
 
@@ -268,6 +280,11 @@ mod x86 {
             _mm512_storeu_si512(out.cast(), packed);
         }
     }
+
+    /// Block columns the expansion runs ahead of the tile unit in a sub-panel's first pass:
+    /// the vector units expand column `kb + LEAD` while the tile unit multiplies column `kb`,
+    /// and each column is read by the tile unit soon after it was written, still in L1.
+    const LEAD: usize = 4;
 
     /// Values in two tiles: one block (32 inputs) of 32 weight rows.
     const PAIR: usize = 2 * TILE * BLOCK;
@@ -322,11 +339,13 @@ mod x86 {
                 }
                 // The task's next 32 rows.
                 let next = (r0 + count).min(end)..(r0 + count + 2 * TILE).min(end);
-                // SAFETY: rows `r0..r0 + count` and `next` exist; `panel` has a pair per block.
-                unsafe { expand_rows(w, r0, count, next, panel) };
+                for (kb, pair) in panel.iter_mut().enumerate().take(LEAD) {
+                    // SAFETY: rows `r0..r0 + count` and `next` exist; `kb` is a block column.
+                    unsafe { expand_column(w, r0, count, &next, kb, pair) };
+                }
                 for g0 in (0..groups).step_by(2) {
                     let second = (g0 + 1 < groups).then(|| group_tiles(g0 + 1));
-                    // SAFETY: the tiles cover `kblocks` blocks of these groups.
+                    // SAFETY: tiles are configured.
                     unsafe {
                         asm!(
                             "tilezero tmm0",
@@ -334,11 +353,22 @@ mod x86 {
                             "tilezero tmm2",
                             "tilezero tmm3"
                         );
-                        for (kb, pair) in panel.iter().enumerate() {
-                            step(pair.0.as_ptr().cast(), group_tiles(g0), second, kb);
-                        }
-                        store(&mut products);
                     }
+                    for kb in 0..kblocks {
+                        // The first pass over the columns expands them `LEAD` ahead of the
+                        // tile unit's reads.
+                        if g0 == 0 && kb + LEAD < kblocks {
+                            // SAFETY: as for the first columns.
+                            unsafe {
+                                expand_column(w, r0, count, &next, kb + LEAD, &mut panel[kb + LEAD])
+                            };
+                        }
+                        // SAFETY: column `kb` is expanded; the tiles cover block `kb` of
+                        // these groups.
+                        unsafe { step(panel[kb].0.as_ptr().cast(), group_tiles(g0), second, kb) };
+                    }
+                    // SAFETY: tiles are configured.
+                    unsafe { store(&mut products) };
                     let two = second.is_some();
                     // SAFETY: the caller's contract on `out`.
                     unsafe { scatter(&products, r0 - start, g0, two, m, width, out, stride) };

@@ -27,17 +27,31 @@ pub struct Span {
     pub slot: usize,
     pub start: usize,
     pub len: usize,
+    /// Where the slot's first positions are read from, when another slot holds them.
+    pub prefix: Option<Prefix>,
+}
+
+/// A slot's first `len` positions are those of slot `slot`: the beams (or samples) of one
+/// prompt read the prompt's keys and values from the slot it was prefilled into, instead of
+/// each from a copy of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub slot: usize,
+    pub len: usize,
 }
 
 impl Span {
-    /// One row per slot, at each slot's current length: a decoding step.
-    pub fn decoding(lens: &[usize]) -> Vec<Span> {
+    /// One row per slot, at each slot's current length: a decoding step. `prefixes` holds
+    /// each slot's shared prefix, or is empty when no slot has one.
+    pub fn decoding(lens: &[usize], prefixes: &[Option<Prefix>]) -> Vec<Span> {
+        assert!(prefixes.is_empty() || prefixes.len() == lens.len());
         lens.iter()
             .enumerate()
             .map(|(slot, &start)| Span {
                 slot,
                 start,
                 len: 1,
+                prefix: prefixes.get(slot).copied().flatten(),
             })
             .collect()
     }
@@ -50,10 +64,12 @@ impl Span {
 /// - writes the key and value at `pos` of the span's cache rows (`[slots, kv_heads, capacity,
 ///   head_dim]`);
 /// - attends over positions `0..=pos` of the slot (softmax of scaled dot products,
-///   grouped-query heads) and writes `[heads * head_dim]` into the row of `out`.
+///   grouped-query heads), the first ones read from the span's `prefix` slot when it has one,
+///   and writes `[heads * head_dim]` into the row of `out`.
 ///
 /// Rows of one span run in order, so each sees the keys of the rows before it (causal
-/// attention within a prompt). Spans must name distinct slots.
+/// attention within a prompt). Spans must name distinct slots; a prefix must end before its
+/// span starts, and its slot is only read (no span writes below the prefix's end there).
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     shape: AttentionShape,
@@ -93,9 +109,28 @@ pub fn step(
         assert!(!seen[span.slot], "two spans of slot {}", span.slot);
         seen[span.slot] = true;
         assert!(end <= capacity, "cache slot {} is full", span.slot);
+        if let Some(prefix) = span.prefix {
+            assert!(
+                prefix.slot < slots && prefix.slot != span.slot && prefix.len <= span.start,
+                "slot {}: bad shared prefix {prefix:?}",
+                span.slot
+            );
+        }
         assert!(cos.len() >= end * d && sin.len() >= end * d);
         first_rows.push(row);
         row += span.len;
+    }
+    for span in spans {
+        if let Some(prefix) = span.prefix {
+            assert!(
+                spans
+                    .iter()
+                    .all(|other| other.slot != prefix.slot || other.start >= prefix.len),
+                "slot {} is written below the prefix slot {} shares",
+                prefix.slot,
+                span.slot
+            );
+        }
     }
     let memory = Memory {
         qkv: qkv.as_mut_ptr(),
@@ -108,10 +143,11 @@ pub fn step(
         let span = spans[i];
         for r in 0..span.len {
             let pos = span.start + r;
-            // SAFETY: the sizes are asserted above, and task (span, g) alone touches its rows'
-            // query heads, keys and values of group g, the cache rows of (slot, g) and its
-            // heads' outputs (spans name distinct slots, asserted above).
-            let parts = unsafe { memory.parts(shape, first_rows[i] + r, span.slot, g) };
+            // SAFETY: the sizes are asserted above, and task (span, g) alone writes its rows'
+            // query heads and keys, its heads' outputs and the cache rows of (slot, g) from
+            // its span's start on (spans name distinct slots); the prefix positions it reads
+            // elsewhere are written by no task (asserted above).
+            let parts = unsafe { memory.parts(shape, first_rows[i] + r, span, g) };
             group_step(
                 shape,
                 parts,
@@ -134,15 +170,17 @@ struct Memory {
 // SAFETY: tasks only touch disjoint parts (see `Memory::parts`).
 unsafe impl Sync for Memory {}
 
-/// What row `row` (of cache slot `slot`) reads and writes for key-value head `g`.
+/// What row `row` of `span` reads and writes for key-value head `g`.
 struct Parts<'a> {
     /// The group's query heads `[group, head_dim]`, rotated in place.
     queries: &'a mut [f32],
     key: &'a mut [f32],
     value: &'a [f32],
-    /// The cache rows of (slot, g): `[capacity, head_dim]` each.
-    keys: &'a mut [f32],
-    values: &'a mut [f32],
+    /// The cache rows of (span's slot, g): `[capacity, head_dim]` each.
+    keys: *mut f32,
+    values: *mut f32,
+    /// The cache rows of (prefix slot, g), and the prefix's length.
+    prefix: Option<(*const f32, *const f32, usize)>,
     /// The group's outputs `[group, head_dim]`.
     out: &'a mut [f32],
 }
@@ -150,9 +188,9 @@ struct Parts<'a> {
 impl Memory {
     /// # Safety
     /// The buffers have the sizes `step` asserts, and no other live reference covers the
-    /// parts of (row, slot, g).
+    /// parts of (row, span's slot, g).
     #[allow(clippy::mut_from_ref)]
-    unsafe fn parts(&self, shape: AttentionShape, row: usize, slot: usize, g: usize) -> Parts<'_> {
+    unsafe fn parts(&self, shape: AttentionShape, row: usize, span: Span, g: usize) -> Parts<'_> {
         let AttentionShape {
             heads,
             kv_heads,
@@ -162,8 +200,8 @@ impl Memory {
         let group = heads / kv_heads;
         let out = (row * heads + g * group) * d;
         let row = row * (heads + 2 * kv_heads) * d;
-        let cache = (slot * kv_heads + g) * capacity * d;
-        // SAFETY: the caller's contract; the six ranges are disjoint.
+        let cache = |slot: usize| (slot * kv_heads + g) * capacity * d;
+        // SAFETY: the caller's contract; the slices are disjoint.
         unsafe {
             let part = |base: *mut f32, at: usize, len: usize| {
                 std::slice::from_raw_parts_mut(base.add(at), len)
@@ -172,12 +210,27 @@ impl Memory {
                 queries: part(self.qkv, row + g * group * d, group * d),
                 key: part(self.qkv, row + (heads + g) * d, d),
                 value: part(self.qkv, row + (heads + kv_heads + g) * d, d),
-                keys: part(self.keys, cache, capacity * d),
-                values: part(self.values, cache, capacity * d),
+                keys: self.keys.add(cache(span.slot)),
+                values: self.values.add(cache(span.slot)),
+                prefix: span.prefix.map(|p| {
+                    let at = cache(p.slot);
+                    (
+                        self.keys.add(at).cast_const(),
+                        self.values.add(at).cast_const(),
+                        p.len,
+                    )
+                }),
                 out: part(self.out, out, group * d),
             }
         }
     }
+}
+
+/// Consecutive cache positions `first..first + rows.len() / head_dim` of one key-value head.
+#[derive(Clone, Copy)]
+struct Segment<'a> {
+    first: usize,
+    rows: &'a [f32],
 }
 
 thread_local! {
@@ -192,15 +245,35 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
         rotate(head, cos, sin);
     }
     rotate(parts.key, cos, sin);
-    parts.keys[pos * d..][..d].copy_from_slice(parts.key);
-    parts.values[pos * d..][..d].copy_from_slice(parts.value);
     let n = pos + 1;
-    let (keys, values) = (&parts.keys[..n * d], &parts.values[..n * d]);
+    let shared = parts.prefix.map_or(0, |p| p.2);
+    // SAFETY: `parts` covers position `pos` of its slot's rows, written by this task alone;
+    // the positions read are `shared..=pos` of its own rows and `..shared` of the prefix
+    // slot's, which nobody writes meanwhile (`step`'s contract).
+    let (keys, values) = unsafe {
+        std::ptr::copy_nonoverlapping(parts.key.as_ptr(), parts.keys.add(pos * d), d);
+        std::ptr::copy_nonoverlapping(parts.value.as_ptr(), parts.values.add(pos * d), d);
+        let own = |base: *mut f32| Segment {
+            first: shared,
+            rows: std::slice::from_raw_parts(base.add(shared * d), (n - shared) * d),
+        };
+        let prefix = |base: *const f32| Segment {
+            first: 0,
+            rows: std::slice::from_raw_parts(base, shared * d),
+        };
+        match parts.prefix {
+            Some((k, v, _)) => ([prefix(k), own(parts.keys)], [prefix(v), own(parts.values)]),
+            None => {
+                let empty = Segment {
+                    first: 0,
+                    rows: &[],
+                };
+                ([empty, own(parts.keys)], [empty, own(parts.values)])
+            }
+        }
+    };
     let queries: &[f32] = parts.queries;
     let group = queries.len() / d;
-    // The group's query heads share their keys and values: position by position, one key
-    // (then one value) serves every head while it is in L1, instead of each head streaming
-    // the whole cache row from L2 again.
     SCORES.with_borrow_mut(|scores| {
         scores.clear();
         scores.resize(group * n, 0.0);
@@ -210,29 +283,35 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
         );
         #[cfg(target_arch = "x86_64")]
         if avx512::suits(d) {
-            // SAFETY: the CPU has AVX-512F and `d` is a multiple of 64 (`suits`); the slices
-            // hold `group` query heads, `n` keys and values and `group * n` scores.
+            // SAFETY: the CPU has AVX-512F and `d` is a multiple of 64 (`suits`); the segments
+            // cover positions `0..n`, the scores `group * n`.
             unsafe {
-                avx512::scores(queries, keys, n, d, scale, scores);
+                for segment in keys.iter().filter(|s| !s.rows.is_empty()) {
+                    avx512::scores(queries, *segment, n, d, scale, scores);
+                }
                 let totals = normalise(scores, n);
-                avx512::weighted_sum(scores, values, n, d, &totals, parts.out);
+                avx512::weighted_sum(scores, &values, n, d, &totals, parts.out);
             }
             return;
         }
         // The group's query heads share their keys and values: position by position, one key
         // (then one value) serves every head while it is in L1, instead of each head
         // streaming the whole cache row from L2 again.
-        for (p, k) in keys.chunks_exact(d).enumerate() {
-            for (h, q) in queries.chunks_exact(d).enumerate() {
-                scores[h * n + p] = dot(q, k) * scale;
+        for segment in &keys {
+            for (i, k) in segment.rows.chunks_exact(d).enumerate() {
+                for (h, q) in queries.chunks_exact(d).enumerate() {
+                    scores[h * n + segment.first + i] = dot(q, k) * scale;
+                }
             }
         }
         let totals = normalise(scores, n);
         let inverses = totals.map(|t| 1.0 / t);
         parts.out.fill(0.0);
-        for (p, v) in values.chunks_exact(d).enumerate() {
-            for (h, o) in parts.out.chunks_exact_mut(d).enumerate() {
-                axpy(scores[h * n + p] * inverses[h], v, o);
+        for segment in &values {
+            for (i, v) in segment.rows.chunks_exact(d).enumerate() {
+                for (h, o) in parts.out.chunks_exact_mut(d).enumerate() {
+                    axpy(scores[h * n + segment.first + i] * inverses[h], v, o);
+                }
             }
         }
     });
@@ -357,32 +436,33 @@ mod avx512 {
     }
 
     /// `scores[h * n + p] = scale * queries[h] · keys[p]` for every head `h` of the group and
-    /// position `p < n`.
+    /// position `p` of the segment.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `d` is a multiple of 16; `keys` holds `n` rows of `d`, `scores`
-    /// `group * n` floats.
+    /// The CPU has AVX-512F; `d` is a multiple of 16; the segment holds whole rows of `d`
+    /// within positions `0..n`; `scores` holds `group * n` floats.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn scores(
         queries: &[f32],
-        keys: &[f32],
+        keys: super::Segment,
         n: usize,
         d: usize,
         scale: f32,
         scores: &mut [f32],
     ) {
         let group = queries.len() / d;
-        assert!(d.is_multiple_of(16) && n > 0 && keys.len() >= n * d);
+        let count_all = keys.rows.len() / d;
+        assert!(d.is_multiple_of(16) && count_all > 0 && keys.first + count_all <= n);
         assert!(scores.len() >= group * n);
         let scale = _mm512_set1_ps(scale);
-        for p0 in (0..n).step_by(16) {
-            let count = (n - p0).min(16);
+        for p0 in (0..count_all).step_by(16) {
+            let count = (count_all - p0).min(16);
             for h in 0..group {
                 let q = queries[h * d..][..d].as_ptr();
                 // Past the last position, the last key again (its sums are not stored).
                 let mut partial = [_mm512_setzero_ps(); 16];
                 for (i, acc) in partial.iter_mut().enumerate() {
-                    let k = keys[(p0 + i.min(count - 1)) * d..][..d].as_ptr();
+                    let k = keys.rows[(p0 + i.min(count - 1)) * d..][..d].as_ptr();
                     // SAFETY: `q` and `k` point at `d` floats, `d` a multiple of 16.
                     unsafe {
                         *acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
@@ -397,8 +477,10 @@ mod avx512 {
                 }
                 let sums = _mm512_mul_ps(sum_each(partial), scale);
                 let mask = (u32::MAX >> (32 - count)) as __mmask16;
-                // SAFETY: positions `p0..p0 + count` of head `h`'s row (asserted above).
-                unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(h * n + p0), mask, sums) };
+                let at = h * n + keys.first + p0;
+                // SAFETY: positions `first + p0..first + p0 + count` of head `h`'s row
+                // (asserted above).
+                unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(at), mask, sums) };
             }
         }
     }
@@ -442,22 +524,24 @@ mod avx512 {
         _mm512_permutexvar_ps(order, sums)
     }
 
-    /// `out[h] = Σ_p weights[h * n + p] values[p] / totals[h]` for every head of the group.
+    /// `out[h] = Σ_p weights[h * n + p] values[p] / totals[h]` for every head of the group,
+    /// over the positions of the segments.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `d` is a multiple of 64; `values` holds `n` rows of `d`,
-    /// `weights` `group * n` floats, `out` `group * d`.
+    /// The CPU has AVX-512F; `d` is a multiple of 64; the segments hold whole rows of `d`
+    /// within positions `0..n`; `weights` holds `group * n` floats, `out` `group * d`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn weighted_sum(
         weights: &[f32],
-        values: &[f32],
+        values: &[super::Segment],
         n: usize,
         d: usize,
         totals: &[f32; MAX_GROUP],
         out: &mut [f32],
     ) {
         let group = out.len() / d;
-        assert!(d.is_multiple_of(64) && values.len() >= n * d && weights.len() >= group * n);
+        assert!(d.is_multiple_of(64) && weights.len() >= group * n);
+        assert!(values.iter().all(|s| s.first + s.rows.len() / d <= n));
         for c0 in (0..d).step_by(64) {
             for h0 in (0..group).step_by(4) {
                 // SAFETY: the caller's contract.
@@ -479,7 +563,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn heads<const H: usize>(
         weights: &[f32],
-        values: &[f32],
+        values: &[super::Segment],
         n: usize,
         d: usize,
         c0: usize,
@@ -488,17 +572,20 @@ mod avx512 {
         out: &mut [f32],
     ) {
         let mut acc = [[_mm512_setzero_ps(); 4]; H];
-        for p in 0..n {
-            let v = values[p * d + c0..][..64].as_ptr();
-            let mut rows = [_mm512_setzero_ps(); 4];
-            for (c, row) in rows.iter_mut().enumerate() {
-                // SAFETY: 64 floats at `v`.
-                *row = unsafe { _mm512_loadu_ps(v.add(16 * c)) };
-            }
-            for (h, acc) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(weights[(h0 + h) * n + p]);
-                for (a, v) in acc.iter_mut().zip(&rows) {
-                    *a = _mm512_fmadd_ps(w, *v, *a);
+        for segment in values {
+            for (i, row) in segment.rows.chunks_exact(d).enumerate() {
+                let p = segment.first + i;
+                let v = row[c0..][..64].as_ptr();
+                let mut rows = [_mm512_setzero_ps(); 4];
+                for (c, r) in rows.iter_mut().enumerate() {
+                    // SAFETY: 64 floats at `v`.
+                    *r = unsafe { _mm512_loadu_ps(v.add(16 * c)) };
+                }
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(weights[(h0 + h) * n + p]);
+                    for (a, r) in acc.iter_mut().zip(&rows) {
+                        *a = _mm512_fmadd_ps(w, *r, *a);
+                    }
                 }
             }
         }
@@ -564,7 +651,7 @@ mod tests {
         step(
             shape,
             &mut q,
-            &Span::decoding(lens),
+            &Span::decoding(lens, &[]),
             &floats(&cos),
             &floats(&sin),
             &mut k,
@@ -649,11 +736,13 @@ mod tests {
                 slot: 1,
                 start: 0,
                 len: 5,
+                prefix: None,
             },
             Span {
                 slot: 0,
                 start: 0,
                 len: 2,
+                prefix: None,
             },
         ];
         step(
@@ -676,6 +765,7 @@ mod tests {
                 slot: 1,
                 start: pos,
                 len: 1,
+                prefix: None,
             }];
             step(
                 shape,
@@ -692,5 +782,86 @@ mod tests {
         let slot1 = kv_heads * capacity * d..2 * kv_heads * capacity * d;
         assert_eq!(keys[slot1.clone()], keys1[slot1.clone()]);
         assert_eq!(values[slot1.clone()], values1[slot1]);
+    }
+
+    /// A slot that reads its first positions from another slot (beams of one prompt) attends
+    /// exactly as a slot holding its own copy of them, while the other slot decodes too; for
+    /// the portable loops (head size 16) and the AVX-512 kernels (64), with a prefix that ends
+    /// inside a sixteen-position chunk.
+    #[test]
+    fn a_shared_prefix_equals_a_copied_one() {
+        for d in [16usize, 64] {
+            let (heads, kv_heads, capacity, shared) = (6usize, 2usize, 32usize, 20usize);
+            let shape = AttentionShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+                capacity,
+            };
+            let mut seed = 5u64 + d as u64;
+            let mut random = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                    })
+                    .collect()
+            };
+            let per_slot = kv_heads * capacity * d;
+            let (mut keys, mut values) = (random(3 * per_slot), random(3 * per_slot));
+            // Slot 1 holds a copy of slot 0's first `shared` positions; slot 2 holds other
+            // numbers there and the same later positions as slot 1.
+            for cache in [&mut keys, &mut values] {
+                for g in 0..kv_heads {
+                    let at = |slot: usize, pos: usize| ((slot * kv_heads + g) * capacity + pos) * d;
+                    let prompt = cache[at(0, 0)..at(0, shared)].to_vec();
+                    cache[at(1, 0)..at(1, shared)].copy_from_slice(&prompt);
+                    let later = cache[at(1, shared)..at(1, capacity)].to_vec();
+                    cache[at(2, shared)..at(2, capacity)].copy_from_slice(&later);
+                }
+            }
+            let (cos, sin) = (random(capacity * d), random(capacity * d));
+            let width = (heads + 2 * kv_heads) * d;
+            let row = random(width);
+            let mut qkv = [random(width), row.clone(), row].concat();
+            let mut out = vec![0f32; 3 * heads * d];
+            let spans = [
+                Span {
+                    slot: 0,
+                    start: 22,
+                    len: 1,
+                    prefix: None,
+                },
+                Span {
+                    slot: 1,
+                    start: 25,
+                    len: 1,
+                    prefix: None,
+                },
+                Span {
+                    slot: 2,
+                    start: 25,
+                    len: 1,
+                    prefix: Some(Prefix {
+                        slot: 0,
+                        len: shared,
+                    }),
+                },
+            ];
+            step(
+                shape,
+                &mut qkv,
+                &spans,
+                &cos,
+                &sin,
+                &mut keys,
+                &mut values,
+                &mut out,
+            );
+            let (copied, linked) = (&out[heads * d..2 * heads * d], &out[2 * heads * d..]);
+            assert_eq!(copied, linked, "head size {d}");
+        }
     }
 }

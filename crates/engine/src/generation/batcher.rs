@@ -193,13 +193,20 @@ fn run_session(
             let firsts: Vec<usize> = group.iter().map(|a| a.2[0]).collect();
             let last = model.prefill_into(&prompts, &firsts, &mut cache);
             let first_rows = host_floats(&model.logits(&last));
-            // A request of several slots (beams, samples) starts with its prompt in each.
+            // A request of several slots (beams, samples) starts with its prompt in each: read
+            // from the first slot where the cache allows (a host cache), else copied.
             let (mut dsts, mut srcs) = (Vec::new(), Vec::new());
             for (_, _, slots) in &group {
                 dsts.extend_from_slice(&slots[1..]);
                 srcs.extend(std::iter::repeat_n(slots[0], slots.len() - 1));
             }
-            cache.gather(&dsts, &srcs);
+            if cache.shares_prefixes() {
+                for (&slot, &home) in dsts.iter().zip(&srcs) {
+                    cache.share_prefix(slot, home);
+                }
+            } else {
+                cache.gather(&dsts, &srcs);
+            }
             stats.prefill_time += started.elapsed();
             for ((index, req, slots), row) in group.into_iter().zip(first_rows.chunks(vocab)) {
                 stats.prompt_tokens += req.prompt_ids.len();

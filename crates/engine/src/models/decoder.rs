@@ -143,6 +143,7 @@ impl Decoder {
                     slot,
                     start: 0,
                     len: p.len(),
+                    prefix: None,
                 }
             })
             .collect();
@@ -261,7 +262,7 @@ impl Decoder {
             head_dim: c.head_dim,
             capacity: cache.capacity(),
         };
-        let spans = Span::decoding(cache.lens());
+        let spans = Span::decoding(cache.lens(), cache.prefixes());
         let mut x = self.embed.forward(&ids.view([slots, 1]), self.kind);
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
@@ -308,7 +309,7 @@ impl Decoder {
         let embedded = self.embed.forward(&ids.view([slots, 1]), self.kind);
         let mut x =
             Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
-        let spans = Span::decoding(cache.lens());
+        let spans = Span::decoding(cache.lens(), cache.prefixes());
         host_step::run_layers(layers, &self.config, &mut x, &spans, cache, cos, sin);
         let x = Tensor::from_slice(&x).view([slots, 1, self.config.hidden_size as i64]);
         self.end_step(&x, cache, active)
