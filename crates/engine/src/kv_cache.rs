@@ -421,6 +421,20 @@ impl SlotMoves {
 mod tests {
     use super::*;
 
+    /// Two caches made by `make`, the second's keys and values copied into the first.
+    fn twins(make: impl Fn() -> KvCache) -> (KvCache, KvCache) {
+        let (mut first, second) = (make(), make());
+        for (a, b) in first
+            .keys
+            .iter_mut()
+            .chain(first.values.iter_mut())
+            .zip(second.keys.iter().chain(&second.values))
+        {
+            a.copy_(b);
+        }
+        (first, second)
+    }
+
     /// The host gather equals libtorch's select-and-copy, with a chain (0 <- 1 <- 2), a swap
     /// (3 <-> 4) and a fork (5 <- 6, 6 kept), on slots of different lengths.
     #[test]
@@ -434,13 +448,7 @@ mod tests {
             cache.lens = vec![5, 9, 3, 7, 2, 4, 6];
             cache
         };
-        let (mut host, mut tensors) = (make(), make());
-        for (a, b) in host.keys.iter_mut().zip(&tensors.keys) {
-            a.copy_(b);
-        }
-        for (a, b) in host.values.iter_mut().zip(&tensors.values) {
-            a.copy_(b);
-        }
+        let (mut host, mut tensors) = twins(make);
         let (dsts, srcs) = ([0, 1, 3, 4, 5], [1, 2, 4, 3, 6]);
         let longest = srcs.iter().map(|&s| host.lens[s]).max().unwrap();
         host.gather_host(&dsts, &srcs, &[0; 5]);
@@ -495,13 +503,7 @@ mod tests {
             cache.lens = vec![5, 7, 6, 4];
             cache
         };
-        let (mut host, mut tensors) = (make(), make());
-        for (a, b) in host.keys.iter_mut().zip(&tensors.keys) {
-            a.copy_(b);
-        }
-        for (a, b) in host.values.iter_mut().zip(&tensors.values) {
-            a.copy_(b);
-        }
+        let (mut host, mut tensors) = twins(make);
         let (dsts, srcs) = ([0, 1, 2], [1, 0, 1]);
         host.gather_after(&dsts, &srcs, &[prefix as usize; 3]);
         tensors.gather_tensors(&dsts, &srcs, 7);

@@ -4,7 +4,8 @@
 //! thread beside the kernel pool, see `Engine::load`); at batch 1 their dispatch costs as much
 //! as the layer's matmuls, and at batch 16 the single thread leaves a core idle. Here each
 //! (sequence, key-value head) pair is one task of the kernel pool: it rotates its query heads and
-//! key, writes the cache, and attends.
+//! key, writes the cache, and attends. The vector kernels are in `attention/avx2.rs` and
+//! `attention/avx512.rs`.
 
 use std::cell::RefCell;
 
@@ -379,231 +380,27 @@ fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
+mod avx2;
 
-    use super::super::dot::avx2::hsum;
-
-    #[target_feature(enable = "avx2,fma")]
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        assert!(a.len() == b.len() && a.len().is_multiple_of(8));
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = 0;
-        // SAFETY: `i + 8 <= len` for every load (lengths asserted above).
-        unsafe {
-            while i + 16 <= a.len() {
-                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-                even = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), even);
-                odd = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), odd);
-                i += 16;
-            }
-            if i < a.len() {
-                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-                even = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), even);
-            }
-        }
-        hsum(_mm256_add_ps(even, odd))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
-        assert!(x.len() == y.len() && x.len().is_multiple_of(8));
-        let w = _mm256_set1_ps(w);
-        for i in (0..x.len()).step_by(8) {
-            // SAFETY: `i + 8 <= len` (asserted above).
-            unsafe {
-                let py = y.as_mut_ptr().add(i);
-                let v = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py));
-                _mm256_storeu_ps(py, v);
-            }
-        }
-    }
-}
-
-/// AVX-512 versions of the two halves of a group's attention, for head sizes that are a
-/// multiple of 64 (SmolLM2, Llama and Qwen2 use 64 or 128). Scores are formed sixteen
-/// positions at a time: one vector of partial sums per position, reduced together by a
-/// transpose-and-add tree (a horizontal sum per score would cost more than its products). The
-/// weighted sum of values keeps up to four heads' outputs in registers over all positions.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::MAX_GROUP;
-
-    pub fn suits(d: usize) -> bool {
-        d.is_multiple_of(64) && super::super::dot::avx512::available()
-    }
-
-    /// `scores[h * n + p] = scale * queries[h] · keys[p]` for every head `h` of the group and
-    /// position `p` of the segment.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `d` is a multiple of 16; the segment holds whole rows of `d`
-    /// within positions `0..n`; `scores` holds `group * n` floats.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn scores(
-        queries: &[f32],
-        keys: super::Segment,
-        n: usize,
-        d: usize,
-        scale: f32,
-        scores: &mut [f32],
-    ) {
-        let group = queries.len() / d;
-        let count_all = keys.rows.len() / d;
-        assert!(d.is_multiple_of(16) && count_all > 0 && keys.first + count_all <= n);
-        assert!(scores.len() >= group * n);
-        let scale = _mm512_set1_ps(scale);
-        for p0 in (0..count_all).step_by(16) {
-            let count = (count_all - p0).min(16);
-            for h in 0..group {
-                let q = queries[h * d..][..d].as_ptr();
-                // Past the last position, the last key again (its sums are not stored).
-                let mut partial = [_mm512_setzero_ps(); 16];
-                for (i, acc) in partial.iter_mut().enumerate() {
-                    let k = keys.rows[(p0 + i.min(count - 1)) * d..][..d].as_ptr();
-                    // SAFETY: `q` and `k` point at `d` floats, `d` a multiple of 16.
-                    unsafe {
-                        *acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
-                        for c in (16..d).step_by(16) {
-                            *acc = _mm512_fmadd_ps(
-                                _mm512_loadu_ps(q.add(c)),
-                                _mm512_loadu_ps(k.add(c)),
-                                *acc,
-                            );
-                        }
-                    }
-                }
-                let sums = _mm512_mul_ps(sum_each(partial), scale);
-                let mask = (u32::MAX >> (32 - count)) as __mmask16;
-                let at = h * n + keys.first + p0;
-                // SAFETY: positions `first + p0..first + p0 + count` of head `h`'s row
-                // (asserted above).
-                unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(at), mask, sums) };
-            }
-        }
-    }
-
-    /// Lane `i` of the result is the sum of the sixteen lanes of `v[i]`.
-    #[target_feature(enable = "avx512f")]
-    fn sum_each(v: [__m512; 16]) -> __m512 {
-        // Each stage adds halves of pairs of vectors: 16 vectors of 16 partial sums, then 8 of
-        // 2 x 8, 4 of 4 x 4, 2 of 8 x 2, 1 of 16 x 1.
-        let mut halves = [_mm512_setzero_ps(); 8];
-        for (j, h) in halves.iter_mut().enumerate() {
-            let (a, b) = (v[2 * j], v[2 * j + 1]);
-            *h = _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-            );
-        }
-        let mut quarters = [_mm512_setzero_ps(); 4];
-        for (j, q) in quarters.iter_mut().enumerate() {
-            let (a, b) = (halves[2 * j], halves[2 * j + 1]);
-            *q = _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-            );
-        }
-        let mut eighths = [_mm512_setzero_ps(); 2];
-        for (j, e) in eighths.iter_mut().enumerate() {
-            let (a, b) = (quarters[2 * j], quarters[2 * j + 1]);
-            *e = _mm512_add_ps(
-                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
-            );
-        }
-        let (a, b) = (eighths[0], eighths[1]);
-        let sums = _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
-        );
-        // Lane 4k + m now holds the sum of v[4m + k].
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        _mm512_permutexvar_ps(order, sums)
-    }
-
-    /// `out[h] = Σ_p weights[h * n + p] values[p] / totals[h]` for every head of the group,
-    /// over the positions of the segments.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `d` is a multiple of 64; the segments hold whole rows of `d`
-    /// within positions `0..n`; `weights` holds `group * n` floats, `out` `group * d`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn weighted_sum(
-        weights: &[f32],
-        values: &[super::Segment],
-        n: usize,
-        d: usize,
-        totals: &[f32; MAX_GROUP],
-        out: &mut [f32],
-    ) {
-        let group = out.len() / d;
-        assert!(d.is_multiple_of(64) && weights.len() >= group * n);
-        assert!(values.iter().all(|s| s.first + s.rows.len() / d <= n));
-        for c0 in (0..d).step_by(64) {
-            for h0 in (0..group).step_by(4) {
-                // SAFETY: the caller's contract.
-                unsafe {
-                    match group - h0 {
-                        1 => heads::<1>(weights, values, n, d, c0, h0, totals, out),
-                        2 => heads::<2>(weights, values, n, d, c0, h0, totals, out),
-                        3 => heads::<3>(weights, values, n, d, c0, h0, totals, out),
-                        _ => heads::<4>(weights, values, n, d, c0, h0, totals, out),
-                    }
-                }
-            }
-        }
-    }
-
-    /// `weighted_sum` for heads `h0..h0 + H` and columns `c0..c0 + 64`, in 4H registers.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn heads<const H: usize>(
-        weights: &[f32],
-        values: &[super::Segment],
-        n: usize,
-        d: usize,
-        c0: usize,
-        h0: usize,
-        totals: &[f32; MAX_GROUP],
-        out: &mut [f32],
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 4]; H];
-        for segment in values {
-            for (i, row) in segment.rows.chunks_exact(d).enumerate() {
-                let p = segment.first + i;
-                let v = row[c0..][..64].as_ptr();
-                let mut rows = [_mm512_setzero_ps(); 4];
-                for (c, r) in rows.iter_mut().enumerate() {
-                    // SAFETY: 64 floats at `v`.
-                    *r = unsafe { _mm512_loadu_ps(v.add(16 * c)) };
-                }
-                for (h, acc) in acc.iter_mut().enumerate() {
-                    let w = _mm512_set1_ps(weights[(h0 + h) * n + p]);
-                    for (a, r) in acc.iter_mut().zip(&rows) {
-                        *a = _mm512_fmadd_ps(w, *r, *a);
-                    }
-                }
-            }
-        }
-        for (h, acc) in acc.iter().enumerate() {
-            let inverse = _mm512_set1_ps(1.0 / totals[h0 + h]);
-            let o = out[(h0 + h) * d + c0..][..64].as_mut_ptr();
-            for (c, a) in acc.iter().enumerate() {
-                // SAFETY: 64 floats at `o`.
-                unsafe { _mm512_storeu_ps(o.add(16 * c), _mm512_mul_ps(*a, inverse)) };
-            }
-        }
-    }
-}
+mod avx512;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
+
+    /// `n` numbers in [-1, 1) from a linear congruential generator.
+    fn uniform(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
 
     /// Against libtorch: rope by the same formula, then masked scaled-dot-product attention
     /// with grouped-query heads. Head sizes of 16 (the portable loops) and 64 and 128 (the
@@ -712,16 +509,7 @@ mod tests {
         };
         let width = (heads + 2 * kv_heads) * d;
         let mut seed = 11u64;
-        let mut random = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let mut random = |n: usize| uniform(&mut seed, n);
         let (cos, sin) = (random(capacity * d), random(capacity * d));
         let prompt = random(5 * width);
         let other = random(2 * width);
@@ -799,16 +587,7 @@ mod tests {
                 capacity,
             };
             let mut seed = 5u64 + d as u64;
-            let mut random = |n: usize| -> Vec<f32> {
-                (0..n)
-                    .map(|_| {
-                        seed = seed
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                    })
-                    .collect()
-            };
+            let mut random = |n: usize| uniform(&mut seed, n);
             let per_slot = kv_heads * capacity * d;
             let (mut keys, mut values) = (random(3 * per_slot), random(3 * per_slot));
             // Slot 1 holds a copy of slot 0's first `shared` positions; slot 2 holds other
