@@ -46,24 +46,19 @@ impl BlockMatrix {
     /// Asks the CPU to bring row `r`'s blocks into cache ahead of use.
     #[inline]
     pub fn prefetch_row(&self, r: usize) {
+        assert!(r < self.rows());
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let (start, bytes) = match self {
-                BlockMatrix::Q4 { blocks, cols, .. } => {
-                    let per_row = cols / BLOCK;
-                    let row = &blocks[r * per_row..(r + 1) * per_row];
-                    (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row))
-                }
-                BlockMatrix::Q8 { blocks, cols, .. } => {
-                    let per_row = cols / BLOCK;
-                    let row = &blocks[r * per_row..(r + 1) * per_row];
-                    (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row))
-                }
+            let base: *const i8 = match self {
+                BlockMatrix::Q4 { blocks, .. } => blocks.as_ptr().cast(),
+                BlockMatrix::Q8 { blocks, .. } => blocks.as_ptr().cast(),
             };
-            for at in (0..bytes).step_by(64) {
-                // SAFETY: a prefetch hint for an address inside the row.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(at)) };
+            let bytes = self.row_bytes();
+            for at in (r * bytes..(r + 1) * bytes).step_by(64) {
+                // SAFETY: a prefetch hint for an address inside row `r` (rows are stored one
+                // after another, `row_bytes` each).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(at)) };
             }
         }
     }
