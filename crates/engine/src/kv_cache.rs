@@ -289,8 +289,9 @@ impl KvCache {
                 let to = memory.get().add(dsts[i] * per_slot);
                 let (begin, end) = (start(i), lens[srcs[i]]);
                 let count = (end - begin) * d;
+                let set_aside = kept.iter().find(|k| k.slot == srcs[i]);
                 for h in 0..heads {
-                    let from = match kept.iter().find(|k| k.slot == srcs[i]) {
+                    let from = match set_aside {
                         Some(k) => {
                             let span = (lens[k.slot] - k.from) * d;
                             saved_at.get().add(k.at + h * span + (begin - k.from) * d)
