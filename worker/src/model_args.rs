@@ -21,10 +21,10 @@ pub struct ModelArgs {
     /// Sequences decoded together.
     #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
-    /// on: batched products on the CPU's AMX tile unit where there is one (bfloat16 factors,
+    /// on: batched products in bfloat16 where the CPU has AMX tile units or AVX-512 BF16 (bfloat16 factors,
     /// float32 sums); off: float32 activations everywhere.
-    #[arg(long, env = "BEAMLINE_AMX", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
-    pub amx: bool,
+    #[arg(long, alias = "amx", env = "BEAMLINE_BF16", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub bf16: bool,
     /// The model catalog.
     #[arg(
         long,
@@ -76,7 +76,7 @@ impl ModelArgs {
                 quant: self.quant,
                 device: self.device,
                 max_batch: self.max_batch,
-                amx: self.amx,
+                bf16: self.bf16,
             },
         )
         .with_context(|| format!("loading {}", path.display()))?;
@@ -84,7 +84,7 @@ impl ModelArgs {
             model = %path.display(),
             device = beamline_engine::device::name(engine.device()),
             quant = self.quant.name(),
-            amx = engine.uses_amx(),
+            bf16 = engine.uses_bf16(),
             weights_mib = engine.weight_bytes() / (1 << 20),
             load_ms = started.elapsed().as_millis() as u64,
             "Model loaded."
@@ -114,12 +114,14 @@ mod tests {
     }
 
     #[test]
-    fn amx_is_on_unless_switched_off() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.amx);
+    fn bf16_is_on_unless_switched_off() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.bf16);
         assert!(parse(&["worker"]).unwrap());
+        assert!(!parse(&["worker", "--bf16", "off"]).unwrap());
+        // The flag's earlier name still works.
         assert!(!parse(&["worker", "--amx", "off"]).unwrap());
-        assert!(parse(&["worker", "--amx", "ON"]).unwrap());
-        let err = parse(&["worker", "--amx", "maybe"])
+        assert!(parse(&["worker", "--bf16", "ON"]).unwrap());
+        let err = parse(&["worker", "--bf16", "maybe"])
             .err()
             .unwrap()
             .to_string();

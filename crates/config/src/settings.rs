@@ -50,9 +50,10 @@ pub struct WorkerSettings {
     /// Engine settings: `auto|none|int8|int4`, `auto|cpu|cuda`.
     pub quant: String,
     pub device: String,
-    /// Batched products on the CPU's AMX tile unit where there is one (bfloat16 factors, float32
-    /// sums); false keeps float32 activations everywhere.
-    pub amx: bool,
+    /// Batched products in bfloat16 where the CPU has AMX tile units or AVX-512 BF16 (bfloat16
+    /// factors, float32 sums); false keeps float32 activations everywhere. (Formerly `amx`.)
+    #[serde(alias = "amx")]
+    pub bf16: bool,
     /// Name in result rows, shard keys and logs; host name and pid when unset.
     pub name: Option<String>,
     /// Rule set for jobs that name none (`params.rules`); every output passes one.
@@ -110,7 +111,7 @@ impl Default for WorkerSettings {
             model: None,
             quant: "auto".into(),
             device: "auto".into(),
-            amx: true,
+            bf16: true,
             name: None,
             rules: Some("default".into()),
         }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{amx, gemm, matmul, BlockMatrix};
+use beamline_engine::cpu::{amx, dpbf16, gemm, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -48,6 +48,9 @@ fn main() {
     if amx::available() {
         kernels.push("amx");
     }
+    if dpbf16::available() {
+        kernels.push("dpbf16");
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -71,7 +74,8 @@ fn main() {
                     match kernel {
                         "matmul" => matmul(w, &x, m, &mut out),
                         "gemm" => gemm(w, &x, m, &mut out),
-                        _ => amx::gemm(w, &x, m, &mut out),
+                        "amx" => amx::gemm(w, &x, m, &mut out),
+                        _ => dpbf16::gemm(w, &x, m, &mut out),
                     }
                     out_all.push(out[0]);
                 }

@@ -25,10 +25,11 @@ pub struct EngineOptions {
     pub device: DeviceChoice,
     /// Sequences decoded together (KV-cache slots).
     pub max_batch: usize,
-    /// On a CPU with AMX tile units, run the block products of several rows (prefill, batched
-    /// decoding) there: bfloat16 factors with float32 sums, several times faster than float32.
-    /// Off: float32 activations everywhere (exactly the dequantized model's arithmetic).
-    pub amx: bool,
+    /// On a CPU with AMX tile units or AVX-512 BF16, run the block products of several rows
+    /// (prefill, batched decoding) in bfloat16: bfloat16 factors with float32 sums, two (AVX-512
+    /// BF16) to several (AMX) times faster than float32. Off: float32 activations everywhere
+    /// (exactly the dequantized model's arithmetic).
+    pub bf16: bool,
 }
 
 impl Default for EngineOptions {
@@ -37,7 +38,7 @@ impl Default for EngineOptions {
             quant: QuantMode::Auto,
             device: DeviceChoice::Auto,
             max_batch: 32,
-            amx: true,
+            bf16: true,
         }
     }
 }
@@ -84,7 +85,7 @@ impl Engine {
         } else {
             load_gguf(path, options.quant, device)?
         };
-        model.allow_tiles(options.amx);
+        model.allow_bf16(options.bf16);
         crate::memory::release_free_memory();
         let chat_template = match template_source {
             Some(source) => Some(ChatTemplate::new(
@@ -135,9 +136,9 @@ impl Engine {
         self.model.weight_bytes()
     }
 
-    /// Whether batched products run on the CPU's AMX tile unit (see [`EngineOptions::amx`]).
-    pub fn uses_amx(&self) -> bool {
-        self.model.uses_tiles()
+    /// Whether batched products run in bfloat16 (see [`EngineOptions::bf16`]).
+    pub fn uses_bf16(&self) -> bool {
+        self.model.uses_bf16()
     }
 
     pub fn storage_summary(&self) -> String {

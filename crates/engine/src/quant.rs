@@ -65,12 +65,12 @@ pub enum Linear {
         scales: Tensor,
         bias: Option<Tensor>,
     },
-    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels; `tiles`: products of several rows may
-    /// run on the AMX tile unit (bfloat16 factors, float32 sums).
+    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels; `bf16`: products of several rows may
+    /// run in bfloat16 (AMX tile unit or AVX-512 BF16: bfloat16 factors, float32 sums).
     Blocks {
         matrix: BlockMatrix,
         bias: Option<Tensor>,
-        tiles: bool,
+        bf16: bool,
     },
     /// libtorch's packed int4 layout; `w = (q - 8) * scale + zero` per group.
     Int4 {
@@ -98,7 +98,7 @@ impl Linear {
                 return Linear::Blocks {
                     matrix,
                     bias,
-                    tiles: true,
+                    bf16: true,
                 };
             }
         }
@@ -122,33 +122,29 @@ impl Linear {
         }
     }
 
-    /// Allows or forbids the AMX tile unit for this layer's block products.
-    pub fn allow_tiles(&mut self, allow: bool) {
-        if let Linear::Blocks { tiles, .. } = self {
-            *tiles = allow;
+    /// Allows or forbids bfloat16 products for this layer's block products.
+    pub fn allow_bf16(&mut self, allow: bool) {
+        if let Linear::Blocks { bf16, .. } = self {
+            *bf16 = allow;
         }
     }
 
-    /// Whether this layer's wide products run on the AMX tile unit.
-    pub fn uses_tiles(&self) -> bool {
-        matches!(self, Linear::Blocks { tiles: true, .. }) && cpu::amx::available()
+    /// Whether this layer's wide products run in bfloat16.
+    pub fn uses_bf16(&self) -> bool {
+        matches!(self, Linear::Blocks { bf16: true, .. }) && cpu::bf16_available()
     }
 
     /// The layer as host memory, for code that keeps activations in plain buffers: block
     /// weights with a float32 bias (or none).
     pub fn host(&self) -> Option<HostLinear<'_>> {
         match self {
-            Linear::Blocks {
-                matrix,
-                bias,
-                tiles,
-            } => Some(HostLinear {
+            Linear::Blocks { matrix, bias, bf16 } => Some(HostLinear {
                 matrix,
                 bias: match bias {
                     Some(b) => Some(host_floats(b)?),
                     None => None,
                 },
-                tiles: *tiles,
+                bf16: *bf16,
             }),
             _ => None,
         }
@@ -157,7 +153,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
-            Linear::Blocks { matrix, tiles, .. } => {
+            Linear::Blocks { matrix, bf16, .. } => {
                 // Few libtorch calls on this path: at batch 1 their dispatch is a large part
                 // of a step (four products per layer).
                 let x2 = if x.kind() == Kind::Float && x.is_contiguous() {
@@ -178,7 +174,7 @@ impl Linear {
                 unsafe {
                     let input = std::slice::from_raw_parts(x2.data_ptr() as *const f32, x2.numel());
                     let out = std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * rows);
-                    cpu::multiply(matrix, input, m, out, *tiles);
+                    cpu::multiply(matrix, input, m, out, *bf16);
                 }
                 y
             }
@@ -272,7 +268,7 @@ impl Linear {
 pub struct HostLinear<'a> {
     pub matrix: &'a BlockMatrix,
     pub bias: Option<&'a [f32]>,
-    pub tiles: bool,
+    pub bf16: bool,
 }
 
 impl HostLinear<'_> {
@@ -282,7 +278,7 @@ impl HostLinear<'_> {
 
     /// `out = x W^T + b` for the `m` rows of `x`.
     pub fn apply(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        cpu::multiply(self.matrix, x, m, out, self.tiles);
+        cpu::multiply(self.matrix, x, m, out, self.bf16);
         if let Some(b) = self.bias {
             cpu::elementwise::add_bias(out, b);
         }

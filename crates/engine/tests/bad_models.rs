@@ -129,7 +129,7 @@ fn load(path: &Path, quant: QuantMode) -> Result<Engine, String> {
             quant,
             device: DeviceChoice::Cpu,
             max_batch: 4,
-            amx: true,
+            bf16: true,
         },
     )
     .map_err(|e| e.to_string())

@@ -151,31 +151,31 @@ fn greedy_q4_1_with_float32_activations_agrees_with_the_float_reference() {
 }
 
 #[test]
-fn greedy_q4_1_on_the_tile_unit_stays_close_to_the_float_reference() {
+fn greedy_q4_1_with_bfloat16_products_stays_close_to_the_float_reference() {
     let engine = lock(engine_q4());
-    if !engine.uses_amx() {
-        eprintln!("no AMX tile unit on this CPU: the default path is the float32 one");
+    if !engine.uses_bf16() {
+        eprintln!("no AMX or AVX-512 BF16 on this CPU: the default path is the float32 one");
         return;
     }
-    let agreement = greedy_agreement(&engine, "Q4_1, AMX bfloat16 products");
+    let agreement = greedy_agreement(&engine, "Q4_1, bfloat16 products");
     // Activations and weights rounded to bfloat16 (8 significant bits) turn a few near-ties;
     // measured 83% on SmolLM2 (float32 activations: over 90%).
     assert!(agreement > 0.7, "agreement {agreement}");
 }
 
 #[test]
-fn q4_1_perplexity_on_the_tile_unit_is_within_one_percent_of_float32_activations() {
-    let tiles = lock(engine_q4());
-    if !tiles.uses_amx() {
-        eprintln!("no AMX tile unit on this CPU: nothing to compare");
+fn q4_1_perplexity_with_bfloat16_products_is_within_one_percent_of_float32_activations() {
+    let bf16 = lock(engine_q4());
+    if !bf16.uses_bf16() {
+        eprintln!("no AMX or AVX-512 BF16 on this CPU: nothing to compare");
         return;
     }
     let float32 = lock(engine_q4_float32());
     for text in reference()["perplexity"]["texts"].as_array().unwrap() {
         let text = text["text"].as_str().unwrap();
-        let (a, b) = (tiles.score(text).unwrap(), float32.score(text).unwrap());
+        let (a, b) = (bf16.score(text).unwrap(), float32.score(text).unwrap());
         eprintln!(
-            "perplexity AMX {:.4} float32 {:.4}",
+            "perplexity bfloat16 {:.4} float32 {:.4}",
             a.perplexity, b.perplexity
         );
         assert!(
@@ -184,7 +184,7 @@ fn q4_1_perplexity_on_the_tile_unit_is_within_one_percent_of_float32_activations
             a.perplexity,
             b.perplexity
         );
-        assert_ne!(a.nll, b.nll, "the tile unit was not used");
+        assert_ne!(a.nll, b.nll, "the bfloat16 kernels were not used");
     }
 }
 

@@ -79,7 +79,7 @@ fn tiny_qwen2_logits_and_greedy_match_transformers() {
             quant: QuantMode::None,
             device: DeviceChoice::Cpu,
             max_batch: 4,
-            amx: true,
+            bf16: true,
         },
     )
     .unwrap();

@@ -77,7 +77,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "model": engine.path().display().to_string(),
             "device": beamline_engine::device::name(engine.device()),
             "quant": engine.quant().name(),
-            "amx": engine.uses_amx(),
+            "bf16": engine.uses_bf16(),
             "storage": engine.storage_summary(),
             "batch_size": args.batch_size,
             "decoding": args.decoding,

@@ -42,14 +42,14 @@ pub fn spawn_model(
             .parse()
             .map_err(|e: String| anyhow::anyhow!("worker.device: {e}"))?,
         max_batch: w.batch_size,
-        amx: w.amx,
+        bf16: w.bf16,
     };
     let started = std::time::Instant::now();
     let engine =
         Engine::load(path, options).with_context(|| format!("loading {}", path.display()))?;
     tracing::info!(
         model = %path.display(),
-        amx = engine.uses_amx(),
+        bf16 = engine.uses_bf16(),
         weights_mib = engine.weight_bytes() / (1 << 20),
         load_ms = started.elapsed().as_millis() as u64,
         "Model loaded."

@@ -12,16 +12,12 @@
 //! The tile registers are not known to the compiler: each task loads the one configuration all
 //! eight tiles share, uses the tiles only inside this module's functions, and releases them.
 
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::blocks::{BlockMatrix, BLOCK};
+use super::blocks::BlockMatrix;
+use super::pairs;
 use super::pool::{self, SharedOut};
 
-/// Rows (weight rows, or activation rows) per tile.
-const TILE: usize = 16;
-/// Bytes of one tile: 16 rows of 64 bytes.
-const TILE_BYTES: usize = 1024;
 /// Weight rows per task; a multiple of 32 (two tiles).
 const PANEL_ROWS: usize = 64;
 
@@ -35,10 +31,7 @@ pub fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> bool {
     use std::arch::x86_64::__cpuid_count;
-    if !(std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512bf16"))
-    {
+    if !pairs::available() {
         return false;
     }
     // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
@@ -63,49 +56,13 @@ fn detect() -> bool {
     false
 }
 
-/// The activation tiles' base pointer, shared by the tasks that fill disjoint groups of them.
-struct SharedBytes(*mut u8);
-
-impl SharedBytes {
-    fn get(&self) -> *mut u8 {
-        self.0
-    }
-}
-
-// SAFETY: each task writes only its own group's bytes.
-unsafe impl Sync for SharedBytes {}
-
-thread_local! {
-    /// The caller's activations in tile layout, reused across calls.
-    static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
 pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
     assert!(available(), "the AMX kernel needs the tile unit");
     assert_eq!(x.len(), m * cols);
     assert_eq!(out.len(), m * rows);
-    let groups = m.div_ceil(TILE);
-    ACTIVATIONS.with_borrow_mut(|acts| {
-        acts.clear();
-        acts.resize(groups * (cols / BLOCK) * TILE_BYTES, 0);
-        // Each group of 16 rows is converted by a task of its own (a 512-token prefill has 32).
-        let group_bytes = (cols / BLOCK) * TILE_BYTES;
-        let tiles = SharedBytes(acts.as_mut_ptr());
-        pool::run(groups, &|group| {
-            let rows = &x[group * TILE * cols..((group + 1) * TILE).min(m) * cols];
-            // SAFETY: `available()` checked the CPU; `acts` holds `group_bytes` per group and
-            // this task alone writes group `group`'s.
-            unsafe {
-                let tiles = std::slice::from_raw_parts_mut(
-                    tiles.get().add(group * group_bytes),
-                    group_bytes,
-                );
-                x86::activation_tiles(rows, rows.len() / cols, cols, tiles)
-            };
-        });
-        let acts: &[u8] = acts;
+    pairs::with_activation_tiles(x, m, cols, |acts| {
         let base = SharedOut(out.as_mut_ptr());
         pool::run(rows.div_ceil(PANEL_ROWS), &|task| {
             let start = task * PANEL_ROWS;
@@ -122,9 +79,8 @@ mod x86 {
     use std::arch::asm;
     use std::arch::x86_64::*;
 
-    use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
-    use super::super::dot::avx512::q4_weights;
-    use super::{TILE, TILE_BYTES};
+    use super::super::blocks::{BlockMatrix, BLOCK};
+    use super::super::pairs::{expand_column, Tiles, TILE, TILE_BYTES};
 
     /// Palette 1; all eight tiles 16 rows of 64 bytes.
     #[repr(C, align(64))]
@@ -144,155 +100,10 @@ mod x86 {
         rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
     };
 
-    /// Converts activation rows to bfloat16 tiles: tile `(group, kb)` holds rows
-    /// `16 group..16 group + 16` and inputs `32 kb..32 kb + 32`; its row `p` holds, for each
-    /// activation row `i`, the pair of inputs `2p, 2p + 1` (the layout `tdpbf16ps` reads its
-    /// second operand in). Rows past `m` stay zero.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F/BW/BF16; `tiles` holds `ceil(m / 16) * cols / 32` tiles.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub unsafe fn activation_tiles(x: &[f32], m: usize, cols: usize, tiles: &mut [u8]) {
-        let kblocks = cols / BLOCK;
-        assert!(x.len() >= m * cols && tiles.len() >= m.div_ceil(TILE) * kblocks * TILE_BYTES);
-        let mut pairs = [0u32; 16];
-        for i in 0..m {
-            let (group, lane) = (i / TILE, i % TILE);
-            for kb in 0..kblocks {
-                // SAFETY: `x` holds row `i`'s 32 inputs of block `kb` (asserted above).
-                unsafe {
-                    let src = x.as_ptr().add(i * cols + kb * BLOCK);
-                    let lo = _mm512_loadu_ps(src);
-                    let hi = _mm512_loadu_ps(src.add(16));
-                    let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-                    _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
-                }
-                let tile = &mut tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES];
-                for (p, pair) in pairs.iter().enumerate() {
-                    let at = p * 64 + lane * 4;
-                    tile[at..at + 4].copy_from_slice(&pair.to_ne_bytes());
-                }
-            }
-        }
-    }
-
-    /// Expands block column `kb` of weight rows `r0..r0 + count` (`count <= 32`) to bfloat16:
-    /// block `kb` of row `r0 + r` becomes row `r` of the pair of tiles `pair`. Also prefetches
-    /// this column's share of the bytes of the `next` rows, so that their first read from
-    /// memory is spread over the expansion of these.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F/BW/BF16; rows `r0..r0 + count` and `next` exist; `kb` is one of
-    /// the matrix's block columns.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn expand_column(
-        w: &BlockMatrix,
-        r0: usize,
-        count: usize,
-        next: &std::ops::Range<usize>,
-        kb: usize,
-        pair: &mut Tiles,
-    ) {
-        let kblocks = w.cols() / BLOCK;
-        debug_assert!(count <= 2 * TILE && r0 + count <= w.rows() && next.end <= w.rows());
-        let (rows, ahead) = (
-            r0 * kblocks..(r0 + count) * kblocks,
-            next.start * kblocks..next.end * kblocks,
-        );
-        match w {
-            BlockMatrix::Q4 { blocks, .. } => {
-                // SAFETY: the caller's contract.
-                unsafe {
-                    column(
-                        &blocks[rows],
-                        &blocks[ahead],
-                        kblocks,
-                        kb,
-                        pair,
-                        |b, out| q4_block(b, out),
-                    )
-                }
-            }
-            BlockMatrix::Q8 { blocks, .. } => {
-                // SAFETY: as above.
-                unsafe {
-                    column(
-                        &blocks[rows],
-                        &blocks[ahead],
-                        kblocks,
-                        kb,
-                        pair,
-                        |b, out| q8_block(b, out),
-                    )
-                }
-            }
-        }
-    }
-
-    /// `expand_column` for one block format: `rows` holds whole rows of `kblocks` blocks.
-    #[inline(always)]
-    unsafe fn column<B>(
-        rows: &[B],
-        ahead: &[B],
-        kblocks: usize,
-        kb: usize,
-        pair: &mut Tiles,
-        expand: impl Fn(&B, *mut u16),
-    ) {
-        let ahead_bytes = std::mem::size_of_val(ahead);
-        let lines = ahead_bytes.div_ceil(64 * kblocks);
-        let ahead_ptr = ahead.as_ptr().cast::<i8>();
-        for line in kb * lines..(kb + 1) * lines {
-            if line * 64 < ahead_bytes {
-                // SAFETY: a prefetch of an address inside `ahead`.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead_ptr.add(line * 64)) };
-            }
-        }
-        for r in 0..rows.len() / kblocks {
-            // SAFETY: a pair holds 32 rows of 32 values; `r < count <= 32`.
-            expand(&rows[r * kblocks + kb], unsafe {
-                pair.0.as_mut_ptr().add(r * BLOCK)
-            });
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
-        // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
-        unsafe {
-            let (low, high) = q4_weights(block);
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
-            _mm512_storeu_si512(out.cast(), packed);
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn q8_block(block: &Q8Block, out: *mut u16) {
-        // SAFETY: `block.qs` is 32 bytes; `out` has room for 32 values (the caller's contract).
-        unsafe {
-            let q = block.qs.as_ptr().cast::<__m128i>();
-            let low = _mm512_cvtepi8_epi32(_mm_loadu_si128(q));
-            let high = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(1)));
-            let scale = _mm512_set1_ps(block.scale);
-            let low = _mm512_mul_ps(_mm512_cvtepi32_ps(low), scale);
-            let high = _mm512_mul_ps(_mm512_cvtepi32_ps(high), scale);
-            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
-            _mm512_storeu_si512(out.cast(), packed);
-        }
-    }
-
     /// Block columns the expansion runs ahead of the tile unit in a sub-panel's first pass:
     /// the vector units expand column `kb + LEAD` while the tile unit multiplies column `kb`,
     /// and each column is read by the tile unit soon after it was written, still in L1.
     const LEAD: usize = 4;
-
-    /// Values in two tiles: one block (32 inputs) of 32 weight rows.
-    const PAIR: usize = 2 * TILE * BLOCK;
-
-    /// One block of 32 weight rows as two bfloat16 tiles (rows 0..16, then 16..32), aligned
-    /// for tile loads.
-    #[repr(C, align(64))]
-    struct Tiles([u16; PAIR]);
 
     thread_local! {
         /// 32 expanded weight rows, a pair of tiles per block, reused across tasks.
@@ -335,7 +146,7 @@ mod x86 {
         for r0 in (start..end).step_by(2 * TILE) {
             let count = (end - r0).min(2 * TILE);
             SUB_PANEL.with_borrow_mut(|panel| {
-                panel.resize_with(kblocks, || Tiles([0u16; PAIR]));
+                panel.resize_with(kblocks, Tiles::default);
                 if count < 2 * TILE {
                     panel.iter_mut().for_each(|pair| pair.0.fill(0));
                 }
@@ -500,9 +311,6 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    pub unsafe fn activation_tiles(_: &[f32], _: usize, _: usize, _: &mut [u8]) {
-        unreachable!("AMX is x86-only")
-    }
     pub unsafe fn panel_product(
         _: &super::BlockMatrix,
         _: usize,

@@ -63,6 +63,19 @@ impl BlockMatrix {
         }
     }
 
+    /// Where rows `rows`' blocks lie: their first byte and their length in bytes (rows are
+    /// stored one after another), for prefetching.
+    pub fn row_span(&self, rows: std::ops::Range<usize>) -> (*const u8, usize) {
+        assert!(rows.start <= rows.end && rows.end <= self.rows());
+        let bytes = self.row_bytes();
+        let base: *const u8 = match self {
+            BlockMatrix::Q4 { blocks, .. } => blocks.as_ptr().cast(),
+            BlockMatrix::Q8 { blocks, .. } => blocks.as_ptr().cast(),
+        };
+        // The offset stays inside (or one past) the blocks' allocation.
+        (base.wrapping_add(rows.start * bytes), rows.len() * bytes)
+    }
+
     /// From 4-bit codes (`rows * cols`, one per byte, values 0..=15) with one scale and min per
     /// 32 columns.
     pub fn from_q4_codes(

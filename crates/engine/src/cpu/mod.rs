@@ -27,10 +27,12 @@ pub mod amx;
 pub mod attention;
 mod blocks;
 mod dot;
+pub mod dpbf16;
 pub mod elementwise;
 mod expand;
 mod gemm;
 mod matmul;
+mod pairs;
 pub(crate) mod pool;
 
 pub use blocks::{BlockMatrix, Q4Block, Q8Block};
@@ -44,10 +46,24 @@ pub const GEMM_MIN_ROWS: usize = 8;
 /// CPU has one.
 pub const AMX_MIN_ROWS: usize = 2;
 
-/// `y = x W^T` by whichever kernel suits `m` rows; `tiles` allows the AMX tile unit.
-pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], tiles: bool) {
-    if tiles && m >= AMX_MIN_ROWS && amx::available() {
+/// From this many activation rows on, the AVX-512 BF16 kernel ([`dpbf16::gemm`]) runs the
+/// product where the CPU has no tile unit (it pads to 16 rows; `examples/kernel_bench` on a
+/// Zen 4: one step's products 13.0 ms by rows against 15.1 at 4 rows, 20.8 against 15.1 at 6).
+pub const DPBF16_MIN_ROWS: usize = 5;
+
+/// Whether products of several rows can run in bfloat16 here (on the tile unit or with AVX-512
+/// BF16).
+pub fn bf16_available() -> bool {
+    amx::available() || dpbf16::available()
+}
+
+/// `y = x W^T` by whichever kernel suits `m` rows; `bf16` allows the bfloat16 kernels (AMX
+/// tile unit, AVX-512 BF16).
+pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], bf16: bool) {
+    if bf16 && m >= AMX_MIN_ROWS && amx::available() {
         amx::gemm(w, x, m, out)
+    } else if bf16 && m >= DPBF16_MIN_ROWS && dpbf16::available() {
+        dpbf16::gemm(w, x, m, out)
     } else if m >= GEMM_MIN_ROWS {
         gemm(w, x, m, out)
     } else {

@@ -70,6 +70,11 @@ fn helpers() -> &'static [Helper] {
     })
 }
 
+/// Threads a job's tasks run on: the helpers and the caller.
+pub fn threads() -> usize {
+    helpers().len() + 1
+}
+
 /// One caller at a time owns the helpers; another caller meanwhile (two engines in one process)
 /// runs its tasks on its own thread.
 static CALLER: Mutex<()> = Mutex::new(());

@@ -336,8 +336,8 @@ impl Decoder {
         self.lm_head.forward(hidden).to_kind(Kind::Float)
     }
 
-    /// Allows or forbids the AMX tile unit for every block-quantized layer.
-    pub fn allow_tiles(&mut self, allow: bool) {
+    /// Allows or forbids bfloat16 products for every block-quantized layer.
+    pub fn allow_bf16(&mut self, allow: bool) {
         for layer in &mut self.layers {
             for linear in [
                 &mut layer.qkv,
@@ -345,15 +345,15 @@ impl Decoder {
                 &mut layer.gate_up,
                 &mut layer.down,
             ] {
-                linear.allow_tiles(allow);
+                linear.allow_bf16(allow);
             }
         }
-        self.lm_head.allow_tiles(allow);
+        self.lm_head.allow_bf16(allow);
     }
 
-    /// Whether any layer's wide products run on the AMX tile unit.
-    pub fn uses_tiles(&self) -> bool {
-        self.lm_head.uses_tiles() || self.layers.iter().any(|l| l.gate_up.uses_tiles())
+    /// Whether any layer's wide products run in bfloat16.
+    pub fn uses_bf16(&self) -> bool {
+        self.lm_head.uses_bf16() || self.layers.iter().any(|l| l.gate_up.uses_bf16())
     }
 
     /// Bytes of weights held on the device.

@@ -24,14 +24,14 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-fn load(quant: QuantMode, amx: bool) -> Mutex<Engine> {
+fn load(quant: QuantMode, bf16: bool) -> Mutex<Engine> {
     let engine = Engine::load(
         &model_path(),
         EngineOptions {
             quant,
             device: DeviceChoice::Cpu,
             max_batch: 16,
-            amx,
+            bf16,
         },
     )
     .expect("load the test model");
@@ -45,13 +45,13 @@ pub fn engine_f32() -> &'static Mutex<Engine> {
 }
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
-/// on the AMX tile unit where the CPU has one).
+/// in bfloat16 where the CPU has AMX or AVX-512 BF16).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, true))
 }
 
-/// The Q4_1 model with float32 activations everywhere (`amx` off).
+/// The Q4_1 model with float32 activations everywhere (`bf16` off).
 pub fn engine_q4_float32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, false))

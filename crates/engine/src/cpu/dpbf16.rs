@@ -1,0 +1,309 @@
+//! Wide products on CPUs with AVX-512 BF16 but no AMX tile unit (AMD from Zen 4; Intel Cooper
+//! Lake): the same bfloat16 operands as `amx` (see `pairs`), multiplied by `vdpbf16ps`, which
+//! does two bfloat16 multiply-adds per float32 lane, twice the float32 GEMM's work per
+//! instruction.
+//!
+//! Each task expands 32 weight rows, block column by block column, then multiplies them by
+//! every group of 16 activation rows. The register tile is 16 weight rows by one group: one
+//! accumulator per weight row, whose lanes are the 16 activation rows; a step loads one row of
+//! an activation tile (16 rows' pair of inputs) and multiplies it by each weight row's pair,
+//! broadcast from the expanded panel. The weights need no re-layout (an expanded row is read as
+//! 16 pairs) and the 16 accumulators leave room for the operands in the 32 vector registers.
+//! The products come out transposed (a register per weight row) and are turned into output
+//! rows on the way out.
+//!
+//! Rounding as on the tile unit: activations and expanded weights are bfloat16, the sums
+//! float32. The engine option that turns the tile unit off turns this path off too.
+
+use super::blocks::BlockMatrix;
+use super::pairs::{self, TILE};
+use super::pool::{self, SharedOut};
+
+/// Weight rows expanded at a time (one `Tiles` per block column).
+const SUB_PANEL_ROWS: usize = 2 * TILE;
+
+/// Tasks per thread: a few, so that a thread held up elsewhere is made up for by the others,
+/// but long runs of sub-panels within a task, since each prefetches the next (a task's first
+/// sub-panel is read from memory unprefetched).
+const TASKS_PER_THREAD: usize = 3;
+
+/// Whether this kernel can run here.
+pub fn available() -> bool {
+    pairs::available()
+}
+
+/// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
+pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(available(), "the bfloat16 kernel needs AVX-512 BF16");
+    assert_eq!(x.len(), m * cols);
+    assert_eq!(out.len(), m * rows);
+    let sub_panels = rows.div_ceil(SUB_PANEL_ROWS);
+    let per_task = sub_panels
+        .div_ceil(pool::threads() * TASKS_PER_THREAD)
+        .max(1)
+        * SUB_PANEL_ROWS;
+    pairs::with_activation_tiles(x, m, cols, |acts| {
+        let base = SharedOut(out.as_mut_ptr());
+        pool::run(rows.div_ceil(per_task), &|task| {
+            let start = task * per_task;
+            let end = (start + per_task).min(rows);
+            // SAFETY: `available()` checked the CPU; `acts` holds the tiles of `m` rows of
+            // `cols` inputs; `out` holds `m * rows` floats and this task alone writes its
+            // columns `start..end`.
+            unsafe { x86::panel_product(w, start, end, acts, m, base.get().add(start), rows) };
+        });
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::blocks::{BlockMatrix, BLOCK};
+    use super::super::pairs::{expand_column, Tiles, TILE, TILE_BYTES};
+    use super::SUB_PANEL_ROWS;
+
+    thread_local! {
+        /// 32 expanded weight rows, one `Tiles` per block column, reused across tasks.
+        static SUB_PANEL: std::cell::RefCell<Vec<Tiles>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`
+    /// activation rows given as tiles.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/BF16; `acts` holds `ceil(m / 16) * cols / 32` tiles; `out` is
+    /// valid for writes at `i * stride + j` for `i < m`, `j < end - start`, and nobody else
+    /// accesses those floats meanwhile.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn panel_product(
+        w: &BlockMatrix,
+        start: usize,
+        end: usize,
+        acts: &[u8],
+        m: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let kblocks = w.cols() / BLOCK;
+        let groups = m.div_ceil(TILE);
+        let width = end - start;
+        assert!(end <= w.rows() && width <= stride);
+        assert!(acts.len() >= groups * kblocks * TILE_BYTES);
+        let mut products = Products([0f32; TILE * TILE]);
+        for r0 in (start..end).step_by(SUB_PANEL_ROWS) {
+            let count = (end - r0).min(SUB_PANEL_ROWS);
+            // The task's next sub-panel: its bytes are prefetched while this one is multiplied,
+            // so that its expansion finds them in cache (the multiplication reads no memory).
+            let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(end);
+            let (ahead, ahead_bytes) = w.row_span(next);
+            SUB_PANEL.with_borrow_mut(|panel| {
+                panel.resize_with(kblocks, Tiles::default);
+                for (kb, pair) in panel.iter_mut().enumerate() {
+                    // SAFETY: rows `r0..r0 + count` exist; `kb` is a block column.
+                    unsafe { expand_column(w, r0, count, &(r0..r0), kb, pair) };
+                }
+                let halves = count.div_ceil(TILE);
+                let calls = halves * groups;
+                for half in 0..halves {
+                    let j0 = r0 - start + half * TILE;
+                    let columns = (count - half * TILE).min(TILE);
+                    for group in 0..groups {
+                        let tiles = acts[group * kblocks * TILE_BYTES..].as_ptr();
+                        let call = half * groups + group;
+                        let share =
+                            (call * ahead_bytes / calls)..((call + 1) * ahead_bytes / calls);
+                        // SAFETY: `panel` holds `kblocks` expanded columns; `tiles` covers
+                        // `kblocks` tiles of this group; `share` lies inside the next rows.
+                        unsafe { tile_product(panel, half, tiles, &mut products, ahead, share) };
+                        let lanes = (m - group * TILE).min(TILE);
+                        // SAFETY: rows `group * 16 + lane < m`, columns `j0 + j < width`:
+                        // the caller's contract on `out`.
+                        unsafe {
+                            transpose_out(
+                                &products,
+                                lanes,
+                                columns,
+                                out.add(group * TILE * stride + j0),
+                                stride,
+                            )
+                        };
+                    }
+                }
+            });
+        }
+    }
+
+    #[repr(C, align(64))]
+    struct Products([f32; TILE * TILE]);
+
+    /// `products[r * 16 + i]` = weight row `16 half + r` of the sub-panel · activation row `i`
+    /// of the group whose tiles start at `tiles`. Prefetches bytes `share` from `ahead` into L2
+    /// on the way, spread over the block columns.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/BF16; `tiles` points at `panel.len()` activation tiles.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn tile_product(
+        panel: &[Tiles],
+        half: usize,
+        tiles: *const u8,
+        products: &mut Products,
+        ahead: *const u8,
+        share: std::ops::Range<usize>,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        let kblocks = panel.len();
+        let lines = share.len().div_ceil(64);
+        for (kb, pair) in panel.iter().enumerate() {
+            for line in kb * lines / kblocks..(kb + 1) * lines / kblocks {
+                // A hint only: the address lies in the matrix's blocks.
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(share.start + line * 64).cast());
+            }
+            // Weight row `r`'s pair `p` is the 32-bit word `r * 16 + p` of this half.
+            let weights = pair.0[half * TILE * BLOCK..].as_ptr().cast::<i32>();
+            // SAFETY: tile `kb` of the group has 16 rows of 64 bytes; the half holds 16 rows of
+            // 16 pairs.
+            unsafe {
+                let tile = tiles.add(kb * TILE_BYTES);
+                for p in 0..TILE {
+                    let a: __m512bh =
+                        std::mem::transmute(_mm512_loadu_si512(tile.add(p * 64).cast()));
+                    for (r, sum) in acc.iter_mut().enumerate() {
+                        let w: __m512bh =
+                            std::mem::transmute(_mm512_set1_epi32(*weights.add(r * TILE + p)));
+                        *sum = _mm512_dpbf16_ps(*sum, a, w);
+                    }
+                }
+            }
+        }
+        for (r, sum) in acc.iter().enumerate() {
+            // SAFETY: `products` holds 16 rows of 16 floats.
+            unsafe { _mm512_store_ps(products.0.as_mut_ptr().add(r * TILE), *sum) };
+        }
+    }
+
+    /// Writes `out[i * stride + j] = products[j * 16 + i]` for `i < lanes`, `j < columns`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for those writes.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose_out(
+        products: &Products,
+        lanes: usize,
+        columns: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
+        let strided = _mm512_setr_epi32(
+            0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+        );
+        for lane in 0..lanes {
+            // SAFETY: the gather reads `products[j * 16 + lane]`, `j < 16`; the store writes
+            // the caller's columns of row `lane`.
+            unsafe {
+                let column = _mm512_i32gather_ps::<4>(
+                    _mm512_add_epi32(strided, _mm512_set1_epi32(lane as i32)),
+                    products.0.as_ptr().cast(),
+                );
+                _mm512_mask_storeu_ps(out.add(lane * stride), mask, column);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub unsafe fn panel_product(
+        _: &super::BlockMatrix,
+        _: usize,
+        _: usize,
+        _: &[u8],
+        _: usize,
+        _: *mut f32,
+        _: usize,
+    ) {
+        unreachable!("AVX-512 BF16 is x86-only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    /// Every edge: ragged weight rows (a partial half, a partial sub-panel, a partial task),
+    /// activation rows from one to two full groups and a partial third; 4-bit and 8-bit blocks.
+    #[test]
+    fn matches_the_float_product_within_bfloat16_rounding() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        let mut seed = 9;
+        let (rows, cols) = (150, 96);
+        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+        let scales: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed).abs() * 0.1 + 0.01)
+            .collect();
+        let mins: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| lcg(&mut seed) * 0.2)
+            .collect();
+        let floats: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        for w in [
+            BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
+            BlockMatrix::q8_from_floats(rows, cols, &floats),
+        ] {
+            let wf = w.to_f32();
+            for m in [1, 15, 16, 17, 33, 40] {
+                let x: Vec<f32> = (0..m * cols).map(|_| lcg(&mut seed)).collect();
+                let mut got = vec![f32::NAN; m * rows];
+                gemm(&w, &x, m, &mut got);
+                for i in 0..m {
+                    for r in 0..rows {
+                        let (xs, ws) = (&x[i * cols..][..cols], &wf[r * cols..][..cols]);
+                        let want: f32 = xs.iter().zip(ws).map(|(a, b)| a * b).sum();
+                        // bfloat16 keeps 8 significant bits of each factor: 2^-8 relative on
+                        // each product, bounded by the sum of magnitudes.
+                        let bound: f32 = xs.iter().zip(ws).map(|(a, b)| (a * b).abs()).sum();
+                        let g = got[i * rows + r];
+                        assert!(
+                            (g - want).abs() <= bound / 128.0,
+                            "m {m} [{i}, {r}]: {g} vs {want} (bound {bound})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector kernel and the tile unit multiply the same rounded operands: where both run,
+    /// they agree to float32 summation order.
+    #[test]
+    fn agrees_with_the_tile_unit() {
+        if !(available() && super::super::amx::available()) {
+            eprintln!("skipped: no AMX tile unit on this CPU");
+            return;
+        }
+        let mut seed = 3;
+        let (rows, cols, m) = (96, 128, 20);
+        let floats: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        let w = BlockMatrix::q8_from_floats(rows, cols, &floats);
+        let x: Vec<f32> = (0..m * cols).map(|_| lcg(&mut seed)).collect();
+        let (mut vector, mut tiles) = (vec![0f32; m * rows], vec![0f32; m * rows]);
+        gemm(&w, &x, m, &mut vector);
+        super::super::amx::gemm(&w, &x, m, &mut tiles);
+        for (v, t) in vector.iter().zip(&tiles) {
+            assert!((v - t).abs() <= 1e-5 * t.abs().max(1.0), "{v} vs {t}");
+        }
+    }
+}

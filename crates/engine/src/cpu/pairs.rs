@@ -1,0 +1,278 @@
+//! The bfloat16 operands of the two bfloat16 kernels (`amx` on the tile unit, `dpbf16` on the
+//! AVX-512 vector units): activations converted once per call into "pair" tiles, and weight
+//! rows expanded block column by block column. Both kernels multiply the same layouts, so
+//! they round the same values the same way and give the same products up to summation order.
+//!
+//! - An activation tile covers 16 activation rows and one block (32 inputs): its row `p` holds,
+//!   for each of the 16 rows, the pair of inputs `2p, 2p + 1` (64 bytes: the layout
+//!   `tdpbf16ps` reads its second operand in, and one `vdpbf16ps` operand).
+//! - A weight row's block is 32 bfloat16 values in input order (one 64-byte tile row); a
+//!   [`Tiles`] holds one block column of 32 weight rows.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use super::blocks::{BlockMatrix, BLOCK};
+use super::pool;
+
+/// Rows (weight rows, or activation rows) per tile.
+pub const TILE: usize = 16;
+/// Bytes of one tile: 16 rows of 64 bytes.
+pub const TILE_BYTES: usize = 1024;
+/// Values in two tiles: one block (32 inputs) of 32 weight rows.
+pub const PAIR: usize = 2 * TILE * BLOCK;
+
+/// One block of 32 weight rows as bfloat16, rows 0..16 then 16..32 (two tiles), aligned for
+/// tile loads.
+#[repr(C, align(64))]
+pub struct Tiles(pub [u16; PAIR]);
+
+impl Default for Tiles {
+    fn default() -> Self {
+        Tiles([0; PAIR])
+    }
+}
+
+/// Whether the CPU converts to and multiplies bfloat16 in vector registers (AVX-512 BF16:
+/// Intel from Cooper Lake and Sapphire Rapids, AMD from Zen 4).
+pub fn available() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// The activations' base pointer, shared by the tasks that fill disjoint groups of tiles.
+struct SharedBytes(*mut u8);
+
+impl SharedBytes {
+    fn get(&self) -> *mut u8 {
+        self.0
+    }
+}
+
+// SAFETY: each task writes only its own group's bytes.
+unsafe impl Sync for SharedBytes {}
+
+thread_local! {
+    /// The caller's activations in tile layout, reused across calls.
+    static ACTIVATIONS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Converts `x` (`[m, cols]` row-major) to activation tiles, `ceil(m / 16)` groups of
+/// `cols / 32` tiles (rows past `m` zero), and hands them to `use_tiles`. Only call when
+/// [`available`].
+pub fn with_activation_tiles<R>(
+    x: &[f32],
+    m: usize,
+    cols: usize,
+    use_tiles: impl FnOnce(&[u8]) -> R,
+) -> R {
+    assert!(available(), "bfloat16 operands need AVX-512 BF16");
+    assert_eq!(x.len(), m * cols);
+    let groups = m.div_ceil(TILE);
+    let group_bytes = (cols / BLOCK) * TILE_BYTES;
+    ACTIVATIONS.with_borrow_mut(|acts| {
+        acts.clear();
+        acts.resize(groups * group_bytes, 0);
+        // Each group of 16 rows is converted by a task of its own (a 512-token prefill has 32).
+        let tiles = SharedBytes(acts.as_mut_ptr());
+        pool::run(groups, &|group| {
+            let rows = &x[group * TILE * cols..((group + 1) * TILE).min(m) * cols];
+            // SAFETY: `available()` checked the CPU; `acts` holds `group_bytes` per group and
+            // this task alone writes group `group`'s.
+            unsafe {
+                let tiles = std::slice::from_raw_parts_mut(
+                    tiles.get().add(group * group_bytes),
+                    group_bytes,
+                );
+                x86::activation_tiles(rows, rows.len() / cols, cols, tiles)
+            };
+        });
+        use_tiles(acts)
+    })
+}
+
+/// Expands block column `kb` of weight rows `r0..r0 + count` (`count <= 32`) to bfloat16:
+/// block `kb` of row `r0 + r` becomes row `r` of `pair`. Also prefetches this column's share
+/// of the bytes of the `next` rows, so that their first read from memory is spread over the
+/// expansion of these.
+///
+/// # Safety
+/// The CPU has AVX-512F/BW/BF16 ([`available`]); rows `r0..r0 + count` and `next` exist; `kb`
+/// is one of the matrix's block columns.
+#[inline]
+pub unsafe fn expand_column(
+    w: &BlockMatrix,
+    r0: usize,
+    count: usize,
+    next: &std::ops::Range<usize>,
+    kb: usize,
+    pair: &mut Tiles,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { x86::expand_column(w, r0, count, next, kb, pair) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
+    use super::super::dot::avx512::q4_weights;
+    use super::{Tiles, TILE, TILE_BYTES};
+
+    /// Converts activation rows to bfloat16 tiles (the module's layout).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/BF16; `tiles` holds `ceil(m / 16) * cols / 32` tiles.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn activation_tiles(x: &[f32], m: usize, cols: usize, tiles: &mut [u8]) {
+        let kblocks = cols / BLOCK;
+        assert!(x.len() >= m * cols && tiles.len() >= m.div_ceil(TILE) * kblocks * TILE_BYTES);
+        let mut pairs = [0u32; 16];
+        for i in 0..m {
+            let (group, lane) = (i / TILE, i % TILE);
+            for kb in 0..kblocks {
+                // SAFETY: `x` holds row `i`'s 32 inputs of block `kb` (asserted above).
+                unsafe {
+                    let src = x.as_ptr().add(i * cols + kb * BLOCK);
+                    let lo = _mm512_loadu_ps(src);
+                    let hi = _mm512_loadu_ps(src.add(16));
+                    let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
+                }
+                let tile = &mut tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES];
+                for (p, pair) in pairs.iter().enumerate() {
+                    let at = p * 64 + lane * 4;
+                    tile[at..at + 4].copy_from_slice(&pair.to_ne_bytes());
+                }
+            }
+        }
+    }
+
+    /// See [`super::expand_column`].
+    ///
+    /// # Safety
+    /// As there.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn expand_column(
+        w: &BlockMatrix,
+        r0: usize,
+        count: usize,
+        next: &std::ops::Range<usize>,
+        kb: usize,
+        pair: &mut Tiles,
+    ) {
+        let kblocks = w.cols() / BLOCK;
+        debug_assert!(count <= 2 * TILE && r0 + count <= w.rows() && next.end <= w.rows());
+        let (rows, ahead) = (
+            r0 * kblocks..(r0 + count) * kblocks,
+            next.start * kblocks..next.end * kblocks,
+        );
+        // SAFETY (both arms): the caller's contract.
+        match w {
+            BlockMatrix::Q4 { blocks, .. } => unsafe {
+                column(
+                    &blocks[rows],
+                    &blocks[ahead],
+                    kblocks,
+                    kb,
+                    pair,
+                    |b, out| q4_block(b, out),
+                )
+            },
+            BlockMatrix::Q8 { blocks, .. } => unsafe {
+                column(
+                    &blocks[rows],
+                    &blocks[ahead],
+                    kblocks,
+                    kb,
+                    pair,
+                    |b, out| q8_block(b, out),
+                )
+            },
+        }
+    }
+
+    /// `expand_column` for one block format: `rows` holds whole rows of `kblocks` blocks.
+    #[inline(always)]
+    unsafe fn column<B>(
+        rows: &[B],
+        ahead: &[B],
+        kblocks: usize,
+        kb: usize,
+        pair: &mut Tiles,
+        expand: impl Fn(&B, *mut u16),
+    ) {
+        let ahead_bytes = std::mem::size_of_val(ahead);
+        let lines = ahead_bytes.div_ceil(64 * kblocks);
+        let ahead_ptr = ahead.as_ptr().cast::<i8>();
+        for line in kb * lines..(kb + 1) * lines {
+            if line * 64 < ahead_bytes {
+                // SAFETY: a prefetch of an address inside `ahead`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead_ptr.add(line * 64)) };
+            }
+        }
+        for r in 0..rows.len() / kblocks {
+            // SAFETY: a pair holds 32 rows of 32 values; `r < count <= 32`.
+            expand(&rows[r * kblocks + kb], unsafe {
+                pair.0.as_mut_ptr().add(r * BLOCK)
+            });
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
+        // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
+        unsafe {
+            let (low, high) = q4_weights(block);
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.cast(), packed);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn q8_block(block: &Q8Block, out: *mut u16) {
+        // SAFETY: `block.qs` is 32 bytes; `out` has room for 32 values (the caller's contract).
+        unsafe {
+            let q = block.qs.as_ptr().cast::<__m128i>();
+            let low = _mm512_cvtepi8_epi32(_mm_loadu_si128(q));
+            let high = _mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(1)));
+            let scale = _mm512_set1_ps(block.scale);
+            let low = _mm512_mul_ps(_mm512_cvtepi32_ps(low), scale);
+            let high = _mm512_mul_ps(_mm512_cvtepi32_ps(high), scale);
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.cast(), packed);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    use super::super::blocks::BlockMatrix;
+    use super::Tiles;
+
+    pub unsafe fn activation_tiles(_: &[f32], _: usize, _: usize, _: &mut [u8]) {
+        unreachable!("bfloat16 operands are x86-only")
+    }
+    pub unsafe fn expand_column(
+        _: &BlockMatrix,
+        _: usize,
+        _: usize,
+        _: &std::ops::Range<usize>,
+        _: usize,
+        _: &mut Tiles,
+    ) {
+        unreachable!("bfloat16 operands are x86-only")
+    }
+}
