@@ -95,9 +95,11 @@ mod x86 {
         let mut products = Products([0f32; TILE * TILE]);
         for r0 in (start..end).step_by(SUB_PANEL_ROWS) {
             let count = (end - r0).min(SUB_PANEL_ROWS);
-            // The task's next sub-panel: its bytes are prefetched while this one is multiplied,
-            // so that its expansion finds them in cache (the multiplication reads no memory).
-            let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(end);
+            // The next sub-panel: its bytes are prefetched while this one is multiplied, so that
+            // its expansion finds them in cache (the multiplication reads no memory). Past the
+            // task's end that is the next task's first, which this thread or the other is
+            // about to take (lines in a neighbour core's cache still come faster than memory).
+            let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(w.rows());
             let (ahead, ahead_bytes) = w.row_span(next);
             SUB_PANEL.with_borrow_mut(|panel| {
                 panel.resize_with(kblocks, Tiles::default);

@@ -69,7 +69,8 @@ thread_local! {
 }
 
 /// Converts `x` (`[m, cols]` row-major) to activation tiles, `ceil(m / 16)` groups of
-/// `cols / 32` tiles (rows past `m` zero), and hands them to `use_tiles`. Only call when
+/// `cols / 32` tiles (the lanes of rows past `m` hold stale values), and hands them to
+/// `use_tiles`. Only call when
 /// [`available`].
 pub fn with_activation_tiles<R>(
     x: &[f32],
@@ -82,8 +83,14 @@ pub fn with_activation_tiles<R>(
     let groups = m.div_ceil(TILE);
     let group_bytes = (cols / BLOCK) * TILE_BYTES;
     ACTIVATIONS.with_borrow_mut(|acts| {
-        acts.clear();
-        acts.resize(groups * group_bytes, 0);
+        // The lanes of rows past `m` in the last group keep whatever an earlier call left
+        // there: each lane's products depend on that lane alone, and those outputs are never
+        // written out (zeroing the buffer cost 1-2% of a decoding step).
+        let bytes = groups * group_bytes;
+        if acts.len() < bytes {
+            acts.resize(bytes, 0);
+        }
+        let acts = &mut acts[..bytes];
         // Each group of 16 rows is converted by a task of its own (a 512-token prefill has 32).
         let tiles = SharedBytes(acts.as_mut_ptr());
         pool::run(groups, &|group| {
