@@ -1,5 +1,5 @@
-//! Quantized matrix multiplication for the CPU, for AVX2 machines and up (AVX-512 and AMX
-//! where the CPU has them).
+//! Quantized matrix multiplication for the CPU, for AVX2 machines and up (AVX-512, AVX-512 BF16
+//! and AMX where the CPU has them).
 //!
 //! libtorch's CPU kernels for packed int4 and int8 weights are vectorised for AVX-512 and
 //! bfloat16 only; on an AVX2 machine with float32 activations they fall back to scalar loops
@@ -8,8 +8,9 @@
 //! block, against float32 activations. Activations are not quantized (an 8-bit activation
 //! kernel, llama.cpp's way, was tried twice: SmolLM2's greedy agreement with the float model fell
 //! from 74% to 59%, and it was only 1.2x faster at one row and no faster from four); on CPUs with
-//! AMX tile units, products of several rows round activations and weights to bfloat16 instead
-//! (`amx`, on by default, `EngineOptions::amx`). Rows are split across the threads of `pool`.
+//! AMX tile units or AVX-512 BF16, products of several rows round activations and weights to
+//! bfloat16 instead (on by default, `EngineOptions::bf16`). Rows are split across the threads of
+//! `pool`.
 //!
 //! # Layout
 //! - `blocks`: the block formats and building them from codes or floats.
@@ -19,7 +20,10 @@
 //! - `expand`: block rows expanded to floats, for the GEMM's panels.
 //! - `pool`: the fork-join pool the kernels split their rows over (spins between calls).
 //! - `gemm`: wide batches: panels of expanded rows times every activation row, register-tiled.
+//! - `pairs`: the bfloat16 operands both bfloat16 kernels multiply (activation pair tiles,
+//!   block columns expanded to bfloat16).
 //! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
+//! - `dpbf16`: wide batches on CPUs with AVX-512 BF16 and no tile unit (`vdpbf16ps`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
 
