@@ -1,7 +1,7 @@
 //! Times the CPU block kernels on SmolLM2-135M's matrix shapes (one decoding step's worth of
 //! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`) and the
-//! register-tiled GEMM on expanded panels (`gemm`), and the AMX tile kernel where the CPU has one
-//! (`amx`). Prints wall and CPU milliseconds per step
+//! register-tiled GEMM on expanded panels (`gemm`), and the bfloat16 kernels where the CPU has
+//! them: the AMX tile unit (`amx`), AVX-512 BF16 (`dpbf16`). Prints wall and CPU milliseconds per step
 //! (CPU time still means something on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;

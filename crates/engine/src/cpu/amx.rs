@@ -7,7 +7,7 @@
 //! tile unit does sixteen times as many per cycle, so what is left is expanding the blocks,
 //! which the float32 GEMM pays too. The cost is that activations and the expanded weights are
 //! rounded to bfloat16 (8 significant bits) before an exact float32 accumulation: measured on
-//! SmolLM2 Q4_1, see the README. The engine option `amx` (`--amx off`) turns this path off.
+//! SmolLM2 Q4_1, see the README. The engine option `bf16` (`--bf16 off`) turns this path off.
 //!
 //! The tile registers are not known to the compiler: each task loads the one configuration all
 //! eight tiles share, uses the tiles only inside this module's functions, and releases them.
