@@ -12,6 +12,8 @@ pub mod db;
 pub mod manifest;
 pub mod objects;
 
+/// The status a [`ResultRow`] carries.
+pub use beamline_jobs::JobStatus;
 pub use db::{
     job_id, parse_uuid, BatchRow, Database, ExportRow, NewJob, Outcome, Progress, RejectedLine,
     ResultRow, StartedJob, StoreError,

@@ -141,8 +141,9 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
         shared.faults.crash_after_object_write && !by_batch.is_empty(),
         "crash_after_object_write",
     );
-    // 2. The rows, in one transaction.
-    let inserted: HashSet<Uuid> = match shared
+    // 2. The rows, in one transaction. A retry after a commit whose answer was lost finds its
+    // own rows already there; `record` counts those as ours (they point at our shards).
+    let ours: HashSet<Uuid> = match shared
         .db
         .retry(DATABASE_PATIENCE, || shared.db.record(&outcomes))
         .await
@@ -159,7 +160,7 @@ async fn write_group(shared: &Shared, group: Vec<Finished>, seq: u64) {
     for (key, lines) in &shards {
         let kept: Vec<(Uuid, String)> = lines
             .iter()
-            .filter(|(id, _)| inserted.contains(id))
+            .filter(|(id, _)| ours.contains(id))
             .cloned()
             .collect();
         if kept.len() < lines.len() {

@@ -321,7 +321,10 @@ impl Database {
 
     /// Records outcomes in one transaction: result rows (upserts that keep the first), job
     /// statuses (moved only out of `queued`/`running`), requeued jobs back to `queued`. Returns
-    /// the jobs whose result row this call inserted (a duplicate execution inserts none).
+    /// the jobs whose stored result row is this call's: inserted now, or already there with the
+    /// same `object_uri` (the same call retried after a commit whose answer was lost, as when
+    /// Postgres restarts during `COMMIT`). A duplicate execution's rows, which point at another
+    /// shard, are not returned.
     pub async fn record(&self, outcomes: &[Outcome]) -> Result<Vec<Uuid>> {
         if outcomes.is_empty() {
             return Ok(Vec::new());

@@ -159,7 +159,9 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<Vec<Uu
                          $7::int[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[])
                   AS u(job_id, output_text, reasoning, candidates, rule_report, prompt_tokens,
                        completion_tokens, finish_reason, model, worker, latency_ms, object_uri)
-             ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+             ON CONFLICT (job_id) DO UPDATE SET object_uri = results.object_uri
+                 WHERE results.object_uri IS NOT DISTINCT FROM EXCLUDED.object_uri
+             RETURNING job_id",
         )
         .bind(done.iter().map(|r| r.job_id).collect::<Vec<_>>())
         .bind(col(&|r| r.output_text.clone()))

@@ -153,7 +153,9 @@ pub(super) async fn record(pool: &SqlitePool, outcomes: &[Outcome]) -> Result<Ve
                 let added = sqlx::query(
                     "INSERT INTO results (job_id, output_text, reasoning, candidates, rule_report,
                          prompt_tokens, completion_tokens, finish_reason, model, worker, latency_ms, object_uri)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (job_id) DO UPDATE SET object_uri = results.object_uri
+                         WHERE results.object_uri IS excluded.object_uri",
                 )
                 .bind(r.job_id.to_string())
                 .bind(&r.output_text)
