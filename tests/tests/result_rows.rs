@@ -55,8 +55,11 @@ async fn a_retried_commit_keeps_its_rows_and_a_duplicate_does_not(backend: Backe
     let ours = "s3://beamline/results/b/w-000001.jsonl";
     let first = outcomes(ours);
     assert_eq!(set(db.record(&first).await.unwrap()), all);
-    // The same write again, as after a lost commit answer: the rows are still this write's.
+    // The same write again, as after a lost commit answer: the rows are still this write's,
+    // also with a job given twice in one write.
     assert_eq!(set(db.record(&first).await.unwrap()), all);
+    let twice: Vec<Outcome> = first.iter().chain(&first[..1]).cloned().collect();
+    assert_eq!(set(db.record(&twice).await.unwrap()), all);
     // Another execution of the same jobs, pointing at its own shard: none of them is its.
     let duplicate = outcomes("s3://beamline/results/b/v-000007.jsonl");
     assert!(db.record(&duplicate).await.unwrap().is_empty());

@@ -142,6 +142,10 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<Vec<Uu
             }
         }
     }
+    // One row per job in the statement: an upsert may not touch a row twice (the worker never
+    // holds two copies of a job, but a second one must not fail the whole group).
+    let mut seen = std::collections::HashSet::new();
+    done.retain(|r| seen.insert(r.job_id));
     let mut tx = pool.begin().await?;
     let mut inserted: Vec<Uuid> = Vec::new();
     if !done.is_empty() {
