@@ -5,8 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::cpu::attention::Prefix;
-use crate::cpu::pool::SharedOut;
+use crate::cpu::attention::{Bf16, KvElement, Prefix};
 
 pub struct KvCache {
     keys: Vec<Tensor>,
@@ -19,12 +18,26 @@ pub struct KvCache {
     head_dim: i64,
     kind: Kind,
     device: Device,
-    /// Positions set aside by a host gather, kept between steps (allocating it afresh every
-    /// step cost page faults and zeroing).
-    scratch: Vec<f32>,
+    /// Positions set aside by a host gather (bytes), kept between steps (allocating it afresh
+    /// every step cost page faults and zeroing).
+    scratch: Vec<u8>,
     /// Slots whose first positions another slot holds (`share_prefix`), empty until one does.
     prefixes: Vec<Option<Prefix>>,
 }
+
+/// A host cache's base pointer, shared by the tasks of a gather that touch disjoint bytes.
+#[derive(Clone, Copy)]
+struct SharedBytes(*mut u8);
+
+impl SharedBytes {
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+
+// SAFETY: every user's tasks touch disjoint bytes (see `gather_host`).
+unsafe impl Sync for SharedBytes {}
+unsafe impl Send for SharedBytes {}
 
 /// A source slot of a host gather that is itself overwritten: its positions `from..len` are
 /// set aside at `at` in the scratch buffer (head after head) before any copy.
@@ -75,7 +88,17 @@ impl KvCache {
     /// Whether slots can share a prefix (`share_prefix`): a host cache, whose attention runs
     /// in `cpu::attention`.
     pub fn shares_prefixes(&self) -> bool {
-        self.device == Device::Cpu && self.kind == Kind::Float
+        self.is_host()
+    }
+
+    /// A cache in host memory that `cpu::attention` reads: float32, or bfloat16.
+    fn is_host(&self) -> bool {
+        self.device == Device::Cpu && matches!(self.kind, Kind::Float | Kind::BFloat16)
+    }
+
+    /// Whether keys and values are stored as bfloat16 (`layer_memory::<Bf16>`).
+    pub fn is_bf16(&self) -> bool {
+        self.kind == Kind::BFloat16
     }
 
     /// Slot `slot` starts as slot `home` is now, reading `home`'s positions instead of
@@ -160,12 +183,16 @@ impl KvCache {
         let index: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
         let index = Tensor::from_slice(&index).to_device(self.device);
         for (layer, (k, v)) in kv.keys.iter().zip(&kv.values).enumerate() {
-            let _ = self.keys[layer]
-                .narrow(2, 0, longest)
-                .index_copy_(0, &index, k);
-            let _ = self.values[layer]
-                .narrow(2, 0, longest)
-                .index_copy_(0, &index, v);
+            let _ = self.keys[layer].narrow(2, 0, longest).index_copy_(
+                0,
+                &index,
+                &k.to_kind(self.kind),
+            );
+            let _ = self.values[layer].narrow(2, 0, longest).index_copy_(
+                0,
+                &index,
+                &v.to_kind(self.kind),
+            );
         }
         for (&slot, &len) in slots.iter().zip(&kv.lens) {
             self.lens[slot] = len;
@@ -185,7 +212,7 @@ impl KvCache {
             return;
         }
         let longest = srcs.iter().map(|&s| self.lens[s]).max().unwrap_or(0) as i64;
-        if self.device == Device::Cpu && self.kind == Kind::Float {
+        if self.is_host() {
             self.gather_host(dsts, srcs, shared);
         } else {
             self.gather_tensors(dsts, srcs, longest);
@@ -216,10 +243,12 @@ impl KvCache {
     /// `shared[i]..` up to its source's length, head by head. (libtorch's single-threaded
     /// select-and-copy of every moved slot whole took a seventh of a beam search's time.)
     fn gather_host(&mut self, dsts: &[usize], srcs: &[usize], shared: &[usize]) {
+        // Offsets below count bytes: a position of one head is `d` bytes (`head_dim` elements).
+        let element = self.kind.elt_size_in_bytes();
         let (heads, capacity, d) = (
             self.kv_heads as usize,
             self.capacity as usize,
-            self.head_dim as usize,
+            self.head_dim as usize * element,
         );
         let per_slot = heads * capacity * d;
         debug_assert!(
@@ -260,16 +289,16 @@ impl KvCache {
         }
         let saved = &mut self.scratch;
         if saved.len() < total {
-            saved.resize(total, 0.0);
+            saved.resize(total, 0);
         }
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            assert!(t.is_contiguous() && t.numel() == lens.len() * per_slot);
-            let memory = SharedOut(t.data_ptr() as *mut f32);
-            let saved_at = SharedOut(saved.as_mut_ptr());
+            assert!(t.is_contiguous() && t.numel() * element == lens.len() * per_slot);
+            let memory = SharedBytes(t.data_ptr() as *mut u8);
+            let saved_at = SharedBytes(saved.as_mut_ptr());
             let kept = &kept;
-            // SAFETY (both runs): the tensor is contiguous float32 host memory of `slots *
-            // per_slot` floats (asserted) that nothing else touches meanwhile (`&mut self`);
-            // `saved` holds `total` floats. Tasks of the first run read cache slots and write
+            // SAFETY (both runs): the tensor is contiguous host memory of `slots * per_slot`
+            // bytes (asserted) that nothing else touches meanwhile (`&mut self`); `saved` holds
+            // `total` bytes. Tasks of the first run read cache slots and write
             // their own part of `saved`; tasks of the second write distinct destination slots
             // (a destination appears once) and read only `saved` or slots that are no
             // destination.
@@ -358,17 +387,24 @@ impl KvCache {
         self.capacity as usize
     }
 
-    /// The keys and values of `layer` as float32 memory `[slots, kv_heads, capacity,
-    /// head_dim]`, for the CPU's fused attention (`cpu::attention`).
-    pub fn layer_memory(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
+    /// The keys and values of `layer` as memory `[slots, kv_heads, capacity, head_dim]` of
+    /// elements `T` (`f32` for a float32 cache, `Bf16` for a bfloat16 one), for the CPU's
+    /// fused attention (`cpu::attention`).
+    pub fn layer_memory<T: KvElement>(&mut self, layer: usize) -> (&mut [T], &mut [T]) {
+        let want = if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Bf16>() {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
         let raw = |t: &mut Tensor| {
             assert!(
-                t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous(),
-                "raw cache access needs a contiguous float32 cache on the CPU"
+                t.kind() == want && t.device() == Device::Cpu && t.is_contiguous(),
+                "raw cache access needs a contiguous {want:?} cache on the CPU"
             );
-            // SAFETY: the tensor is contiguous float32 host memory of `numel` elements, owned
-            // by the cache, and `&mut self` keeps anyone else from touching it meanwhile.
-            unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+            // SAFETY: the tensor is contiguous host memory of `numel` elements of `T`'s kind
+            // (float32 or bfloat16, both plain bits), owned by the cache, and `&mut self` keeps
+            // anyone else from touching it meanwhile.
+            unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
         };
         let keys = raw(&mut self.keys[layer]);
         let values = raw(&mut self.values[layer]);
@@ -440,11 +476,17 @@ mod tests {
     /// (3 <-> 4) and a fork (5 <- 6, 6 kept), on slots of different lengths.
     #[test]
     fn host_gather_equals_the_tensor_gather() {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            host_gather_equals_the_tensor_gather_for(kind);
+        }
+    }
+
+    fn host_gather_equals_the_tensor_gather_for(kind: Kind) {
         tch::manual_seed(9);
         let make = || {
-            let mut cache = KvCache::new(2, 7, 2, 8, 0, Kind::Float, Device::Cpu);
+            let mut cache = KvCache::new(2, 7, 2, 8, 0, kind, Device::Cpu);
             for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
-                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)).to_kind(kind);
             }
             cache.lens = vec![5, 9, 3, 7, 2, 4, 6];
             cache
@@ -466,7 +508,7 @@ mod tests {
                     a.get(dst as i64).narrow(1, 0, n),
                     b.get(dst as i64).narrow(1, 0, n),
                 );
-                assert!(x.equal(&y), "slot {dst} from {src}");
+                assert!(x.equal(&y), "{kind:?}: slot {dst} from {src}");
             }
         }
     }
@@ -490,12 +532,18 @@ mod tests {
     /// gather, which sets aside only the positions past the prefix, equals the tensor gather.
     #[test]
     fn host_gather_of_overwritten_sources_past_a_prefix_equals_the_tensor_gather() {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            overwritten_sources_past_a_prefix(kind);
+        }
+    }
+
+    fn overwritten_sources_past_a_prefix(kind: Kind) {
         tch::manual_seed(4);
         let prefix = 3;
         let make = || {
-            let mut cache = KvCache::new(2, 4, 2, 8, 0, Kind::Float, Device::Cpu);
+            let mut cache = KvCache::new(2, 4, 2, 8, 0, kind, Device::Cpu);
             for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
-                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)).to_kind(kind);
                 let first = t.get(0).narrow(1, 0, prefix).copy();
                 for slot in 1..4 {
                     t.get(slot).narrow(1, 0, prefix).copy_(&first);

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 
 use super::{elementwise, pool};
 
+pub use element::{Bf16, KvElement};
+
 /// The shapes the step works on.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
@@ -72,14 +74,14 @@ impl Span {
 /// attention within a prompt). Spans must name distinct slots; a prefix must end before its
 /// span starts, and its slot is only read (no span writes below the prefix's end there).
 #[allow(clippy::too_many_arguments)]
-pub fn step(
+pub fn step<T: KvElement>(
     shape: AttentionShape,
     qkv: &mut [f32],
     spans: &[Span],
     cos: &[f32],
     sin: &[f32],
-    keys: &mut [f32],
-    values: &mut [f32],
+    keys: &mut [T],
+    values: &mut [T],
     out: &mut [f32],
 ) {
     let AttentionShape {
@@ -161,37 +163,43 @@ pub fn step(
 }
 
 /// The step's buffers, shared by tasks that touch disjoint parts of them.
-struct Memory {
+struct Memory<T> {
     qkv: *mut f32,
-    keys: *mut f32,
-    values: *mut f32,
+    keys: *mut T,
+    values: *mut T,
     out: *mut f32,
 }
 
 // SAFETY: tasks only touch disjoint parts (see `Memory::parts`).
-unsafe impl Sync for Memory {}
+unsafe impl<T> Sync for Memory<T> {}
 
 /// What row `row` of `span` reads and writes for key-value head `g`.
-struct Parts<'a> {
+struct Parts<'a, T> {
     /// The group's query heads `[group, head_dim]`, rotated in place.
     queries: &'a mut [f32],
     key: &'a mut [f32],
     value: &'a [f32],
     /// The cache rows of (span's slot, g): `[capacity, head_dim]` each.
-    keys: *mut f32,
-    values: *mut f32,
+    keys: *mut T,
+    values: *mut T,
     /// The cache rows of (prefix slot, g), and the prefix's length.
-    prefix: Option<(*const f32, *const f32, usize)>,
+    prefix: Option<(*const T, *const T, usize)>,
     /// The group's outputs `[group, head_dim]`.
     out: &'a mut [f32],
 }
 
-impl Memory {
+impl<T> Memory<T> {
     /// # Safety
     /// The buffers have the sizes `step` asserts, and no other live reference covers the
     /// parts of (row, span's slot, g).
     #[allow(clippy::mut_from_ref)]
-    unsafe fn parts(&self, shape: AttentionShape, row: usize, span: Span, g: usize) -> Parts<'_> {
+    unsafe fn parts(
+        &self,
+        shape: AttentionShape,
+        row: usize,
+        span: Span,
+        g: usize,
+    ) -> Parts<'_, T> {
         let AttentionShape {
             heads,
             kv_heads,
@@ -228,18 +236,32 @@ impl Memory {
 }
 
 /// Consecutive cache positions `first..first + rows.len() / head_dim` of one key-value head.
-#[derive(Clone, Copy)]
-struct Segment<'a> {
+struct Segment<'a, T> {
     first: usize,
-    rows: &'a [f32],
+    rows: &'a [T],
 }
+
+// Not derived: a derive would ask `T: Copy` of the bound, which every element is anyway.
+impl<T> Clone for Segment<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Segment<'_, T> {}
 
 thread_local! {
     /// Attention weights of one query head, reused across tasks.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin: &[f32]) {
+fn group_step<T: KvElement>(
+    shape: AttentionShape,
+    parts: Parts<T>,
+    pos: usize,
+    cos: &[f32],
+    sin: &[f32],
+) {
     let d = shape.head_dim;
     let scale = 1.0 / (d as f32).sqrt();
     for head in parts.queries.chunks_exact_mut(d) {
@@ -252,13 +274,13 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
     // the positions read are `shared..=pos` of its own rows and `..shared` of the prefix
     // slot's, which nobody writes meanwhile (`step`'s contract).
     let (keys, values) = unsafe {
-        std::ptr::copy_nonoverlapping(parts.key.as_ptr(), parts.keys.add(pos * d), d);
-        std::ptr::copy_nonoverlapping(parts.value.as_ptr(), parts.values.add(pos * d), d);
-        let own = |base: *mut f32| Segment {
+        T::store(parts.key, parts.keys.add(pos * d));
+        T::store(parts.value, parts.values.add(pos * d));
+        let own = |base: *mut T| Segment {
             first: shared,
             rows: std::slice::from_raw_parts(base.add(shared * d), (n - shared) * d),
         };
-        let prefix = |base: *const f32| Segment {
+        let prefix = |base: *const T| Segment {
             first: 0,
             rows: std::slice::from_raw_parts(base, shared * d),
         };
@@ -298,8 +320,10 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
         // The group's query heads share their keys and values: position by position, one key
         // (then one value) serves every head while it is in L1, instead of each head
         // streaming the whole cache row from L2 again.
+        let mut widened = vec![0f32; d];
         for segment in &keys {
             for (i, k) in segment.rows.chunks_exact(d).enumerate() {
+                let k = T::widen(k, &mut widened);
                 for (h, q) in queries.chunks_exact(d).enumerate() {
                     scores[h * n + segment.first + i] = dot(q, k) * scale;
                 }
@@ -310,12 +334,27 @@ fn group_step(shape: AttentionShape, parts: Parts, pos: usize, cos: &[f32], sin:
         parts.out.fill(0.0);
         for segment in &values {
             for (i, v) in segment.rows.chunks_exact(d).enumerate() {
+                let v = T::widen(v, &mut widened);
                 for (h, o) in parts.out.chunks_exact_mut(d).enumerate() {
                     axpy(scores[h * n + segment.first + i] * inverses[h], v, o);
                 }
             }
         }
     });
+}
+
+/// Whether a bfloat16 cache is read by the vector kernels here (AVX-512, head sizes a multiple
+/// of 64); elsewhere each row would be widened through a buffer.
+pub fn reads_bf16_fast(d: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::suits(d)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = d;
+        false
+    }
 }
 
 /// Turns each head's row of `n` scores into `exp(score - max)` in place and returns the rows'
@@ -381,6 +420,8 @@ fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+mod element;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -576,6 +617,80 @@ mod tests {
     /// exactly as a slot holding its own copy of them, while the other slot decodes too; for
     /// the portable loops (head size 16) and the AVX-512 kernels (64), with a prefix that ends
     /// inside a sixteen-position chunk.
+    /// A bfloat16 cache attends as a float32 cache holding the same (rounded) numbers, and
+    /// stores each new key and value rounded: a prompt span and a decoding row beside it, for
+    /// the portable loops (head size 16) and the AVX-512 kernels (64).
+    #[test]
+    fn a_bfloat16_cache_attends_as_its_float_twin() {
+        for d in [16usize, 64] {
+            let (heads, kv_heads, capacity) = (6usize, 2usize, 32usize);
+            let shape = AttentionShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+                capacity,
+            };
+            let mut seed = 11u64 + d as u64;
+            let mut random = |n: usize| uniform(&mut seed, n);
+            let per_slot = kv_heads * capacity * d;
+            let round = |v: Vec<f32>| -> Vec<f32> {
+                v.into_iter().map(|x| Bf16::from_f32(x).to_f32()).collect()
+            };
+            let (mut keys, mut values) = (round(random(2 * per_slot)), round(random(2 * per_slot)));
+            let to_bf16 =
+                |v: &[f32]| -> Vec<Bf16> { v.iter().map(|&x| Bf16::from_f32(x)).collect() };
+            let (mut keys16, mut values16) = (to_bf16(&keys), to_bf16(&values));
+            let (cos, sin) = (random(capacity * d), random(capacity * d));
+            let width = (heads + 2 * kv_heads) * d;
+            let qkv = random(4 * width);
+            let spans = [
+                Span {
+                    slot: 0,
+                    start: 5,
+                    len: 3,
+                    prefix: None,
+                },
+                Span {
+                    slot: 1,
+                    start: 20,
+                    len: 1,
+                    prefix: None,
+                },
+            ];
+            let (mut q32, mut q16) = (qkv.clone(), qkv);
+            let (mut out32, mut out16) = (vec![0f32; 4 * heads * d], vec![0f32; 4 * heads * d]);
+            step(
+                shape,
+                &mut q32,
+                &spans,
+                &cos,
+                &sin,
+                &mut keys,
+                &mut values,
+                &mut out32,
+            );
+            step(
+                shape,
+                &mut q16,
+                &spans,
+                &cos,
+                &sin,
+                &mut keys16,
+                &mut values16,
+                &mut out16,
+            );
+            for (cache32, cache16) in [(&keys, &keys16), (&values, &values16)] {
+                for (a, b) in cache32.iter().zip(cache16.iter()) {
+                    assert_eq!(Bf16::from_f32(*a), *b, "d {d}: a stored element");
+                }
+            }
+            for (i, (a, b)) in out32.iter().zip(&out16).enumerate() {
+                // Only the keys and values written in this step differ (by their rounding).
+                assert!((a - b).abs() < 2e-2, "d {d}, output {i}: {a} vs {b}");
+            }
+        }
+    }
+
     #[test]
     fn a_shared_prefix_equals_a_copied_one() {
         for d in [16usize, 64] {

@@ -161,7 +161,7 @@ fn run_session(
         c.num_kv_heads as i64,
         c.head_dim as i64,
         longest_prompt.unwrap_or(0) + 1,
-        model.kind,
+        model.cache_kind(),
         device,
     );
     let mut running: Vec<Running> = Vec::new();

@@ -100,6 +100,20 @@ impl Decoder {
         self.rope.host_tables().is_some() && self.host_layers().is_some()
     }
 
+    /// What the KV cache stores: bfloat16 when the layer stack runs on host buffers with
+    /// bfloat16 products (`--bf16`) and the AVX-512 attention reads such rows (it halves the
+    /// bytes a decoding step reads from the cache); otherwise the model's own kind.
+    pub fn cache_kind(&self) -> Kind {
+        if self.prefills_on_host()
+            && self.uses_bf16()
+            && crate::cpu::attention::reads_bf16_fast(self.config.head_dim)
+        {
+            Kind::BFloat16
+        } else {
+            self.kind
+        }
+    }
+
     /// Prefills `prompts` into cache slots `slots` (prompt `i` into `slots[i]`, replacing what
     /// was there) and returns the hidden state of each prompt's last token after the final norm
     /// `[n, hidden]`.
@@ -271,7 +285,7 @@ impl Decoder {
                 [slots, 1, (c.num_heads * c.head_dim) as i64],
                 (Kind::Float, tch::Device::Cpu),
             );
-            let (keys, values) = cache.layer_memory(index);
+            let (keys, values) = cache.layer_memory::<f32>(index);
             // SAFETY: `qkv` and `attn` are contiguous float32 host tensors of exactly these
             // sizes, alive for the block; `qkv` was just computed and `attn` just allocated, so
             // nothing else aliases them.

@@ -8,7 +8,7 @@
 //! between them, over buffers allocated once per step.
 
 use crate::config::ModelConfig;
-use crate::cpu::attention::{self, AttentionShape, Span};
+use crate::cpu::attention::{self, AttentionShape, Bf16, Span};
 use crate::cpu::elementwise::{add, rms_norm, silu_mul};
 use crate::device::host_floats;
 use crate::kv_cache::KvCache;
@@ -76,8 +76,13 @@ pub fn run_layers(
         debug_assert_eq!(layer.gate_up.out_features(), 2 * inter);
         rms_norm(x, layer.attn_norm, eps, &mut normed);
         layer.qkv.apply(&normed, rows, &mut qkv);
-        let (keys, values) = cache.layer_memory(index);
-        attention::step(shape, &mut qkv, spans, cos, sin, keys, values, &mut attn);
+        if cache.is_bf16() {
+            let (keys, values) = cache.layer_memory::<Bf16>(index);
+            attention::step(shape, &mut qkv, spans, cos, sin, keys, values, &mut attn);
+        } else {
+            let (keys, values) = cache.layer_memory::<f32>(index);
+            attention::step(shape, &mut qkv, spans, cos, sin, keys, values, &mut attn);
+        }
         layer.o.apply(&attn, rows, &mut projected);
         add(x, &projected);
         rms_norm(x, layer.mlp_norm, eps, &mut normed);

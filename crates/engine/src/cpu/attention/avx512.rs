@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::MAX_GROUP;
+use super::{KvElement, MAX_GROUP};
 
 pub fn suits(d: usize) -> bool {
     d.is_multiple_of(64) && super::super::dot::avx512::available()
@@ -19,9 +19,9 @@ pub fn suits(d: usize) -> bool {
 /// The CPU has AVX-512F; `d` is a multiple of 16; the segment holds whole rows of `d`
 /// within positions `0..n`; `scores` holds `group * n` floats.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn scores(
+pub unsafe fn scores<T: KvElement>(
     queries: &[f32],
-    keys: super::Segment,
+    keys: super::Segment<T>,
     n: usize,
     d: usize,
     scale: f32,
@@ -42,13 +42,10 @@ pub unsafe fn scores(
                 let k = keys.rows[(p0 + i.min(count - 1)) * d..][..d].as_ptr();
                 // SAFETY: `q` and `k` point at `d` floats, `d` a multiple of 16.
                 unsafe {
-                    *acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
+                    *acc = _mm512_mul_ps(_mm512_loadu_ps(q), T::load16(k));
                     for c in (16..d).step_by(16) {
-                        *acc = _mm512_fmadd_ps(
-                            _mm512_loadu_ps(q.add(c)),
-                            _mm512_loadu_ps(k.add(c)),
-                            *acc,
-                        );
+                        *acc =
+                            _mm512_fmadd_ps(_mm512_loadu_ps(q.add(c)), T::load16(k.add(c)), *acc);
                     }
                 }
             }
@@ -108,9 +105,9 @@ fn sum_each(v: [__m512; 16]) -> __m512 {
 /// The CPU has AVX-512F; `d` is a multiple of 64; the segments hold whole rows of `d`
 /// within positions `0..n`; `weights` holds `group * n` floats, `out` `group * d`.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn weighted_sum(
+pub unsafe fn weighted_sum<T: KvElement>(
     weights: &[f32],
-    values: &[super::Segment],
+    values: &[super::Segment<T>],
     n: usize,
     d: usize,
     totals: &[f32; MAX_GROUP],
@@ -124,10 +121,10 @@ pub unsafe fn weighted_sum(
             // SAFETY: the caller's contract.
             unsafe {
                 match group - h0 {
-                    1 => heads::<1>(weights, values, n, d, c0, h0, totals, out),
-                    2 => heads::<2>(weights, values, n, d, c0, h0, totals, out),
-                    3 => heads::<3>(weights, values, n, d, c0, h0, totals, out),
-                    _ => heads::<4>(weights, values, n, d, c0, h0, totals, out),
+                    1 => heads::<T, 1>(weights, values, n, d, c0, h0, totals, out),
+                    2 => heads::<T, 2>(weights, values, n, d, c0, h0, totals, out),
+                    3 => heads::<T, 3>(weights, values, n, d, c0, h0, totals, out),
+                    _ => heads::<T, 4>(weights, values, n, d, c0, h0, totals, out),
                 }
             }
         }
@@ -138,9 +135,9 @@ pub unsafe fn weighted_sum(
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn heads<const H: usize>(
+unsafe fn heads<T: KvElement, const H: usize>(
     weights: &[f32],
-    values: &[super::Segment],
+    values: &[super::Segment<T>],
     n: usize,
     d: usize,
     c0: usize,
@@ -156,7 +153,7 @@ unsafe fn heads<const H: usize>(
             let mut rows = [_mm512_setzero_ps(); 4];
             for (c, r) in rows.iter_mut().enumerate() {
                 // SAFETY: 64 floats at `v`.
-                *r = unsafe { _mm512_loadu_ps(v.add(16 * c)) };
+                *r = unsafe { T::load16(v.add(16 * c)) };
             }
             for (h, acc) in acc.iter_mut().enumerate() {
                 let w = _mm512_set1_ps(weights[(h0 + h) * n + p]);
