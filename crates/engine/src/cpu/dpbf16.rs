@@ -93,7 +93,6 @@ mod x86 {
         let width = end - start;
         assert!(end <= w.rows() && width <= stride);
         assert!(acts.len() >= groups * kblocks * TILE_BYTES);
-        let mut products = Products([0f32; TILE * TILE]);
         for r0 in (start..end).step_by(SUB_PANEL_ROWS) {
             let count = (end - r0).min(SUB_PANEL_ROWS);
             // The next sub-panel: its bytes are prefetched while this one is multiplied, so that
@@ -120,7 +119,7 @@ mod x86 {
                             (call * ahead_bytes / calls)..((call + 1) * ahead_bytes / calls);
                         // SAFETY: `panel` holds `kblocks` expanded columns; `tiles` covers
                         // `kblocks` tiles of this group; `share` lies inside the next rows.
-                        unsafe { tile_product(panel, half, tiles, &mut products, ahead, share) };
+                        let products = unsafe { tile_product(panel, half, tiles, ahead, share) };
                         let lanes = (m - group * TILE).min(TILE);
                         // SAFETY: rows `group * 16 + lane < m`, columns `j0 + j < width`:
                         // the caller's contract on `out`.
@@ -139,11 +138,8 @@ mod x86 {
         }
     }
 
-    #[repr(C, align(64))]
-    struct Products([f32; TILE * TILE]);
-
-    /// `products[r * 16 + i]` = weight row `16 half + r` of the sub-panel · activation row `i`
-    /// of the group whose tiles start at `tiles`. Prefetches bytes `share` from `ahead` into L2
+    /// Lane `i` of register `r` of the result = weight row `16 half + r` of the sub-panel ·
+    /// activation row `i` of the group whose tiles start at `tiles`. Prefetches bytes `share` from `ahead` into L2
     /// on the way, spread over the block columns.
     ///
     /// # Safety
@@ -153,10 +149,9 @@ mod x86 {
         panel: &[Tiles],
         half: usize,
         tiles: *const u8,
-        products: &mut Products,
         ahead: *const u8,
         share: std::ops::Range<usize>,
-    ) {
+    ) -> [__m512; TILE] {
         let mut acc = [_mm512_setzero_ps(); TILE];
         let kblocks = panel.len();
         let lines = share.len().div_ceil(64);
@@ -182,39 +177,64 @@ mod x86 {
                 }
             }
         }
-        for (r, sum) in acc.iter().enumerate() {
-            // SAFETY: `products` holds 16 rows of 16 floats.
-            unsafe { _mm512_store_ps(products.0.as_mut_ptr().add(r * TILE), *sum) };
-        }
+        acc
     }
 
-    /// Writes `out[i * stride + j] = products[j * 16 + i]` for `i < lanes`, `j < columns`.
+    /// Writes `out[i * stride + j] = lane i of products[j]` for `i < lanes`, `j < columns`:
+    /// the 16 x 16 block transposed in registers, then one masked store per output row.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `out` is valid for those writes.
     #[target_feature(enable = "avx512f")]
     unsafe fn transpose_out(
-        products: &Products,
+        products: &[__m512; TILE],
         lanes: usize,
         columns: usize,
         out: *mut f32,
         stride: usize,
     ) {
         let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
-        let strided = _mm512_setr_epi32(
-            0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
-        );
-        for lane in 0..lanes {
-            // SAFETY: the gather reads `products[j * 16 + lane]`, `j < 16`; the store writes
-            // the caller's columns of row `lane`.
-            unsafe {
-                let column = _mm512_i32gather_ps::<4>(
-                    _mm512_add_epi32(strided, _mm512_set1_epi32(lane as i32)),
-                    products.0.as_ptr().cast(),
-                );
-                _mm512_mask_storeu_ps(out.add(lane * stride), mask, column);
+        let rows = transpose(products);
+        for (lane, row) in rows.iter().enumerate().take(lanes) {
+            // SAFETY: the caller's columns of row `lane`.
+            unsafe { _mm512_mask_storeu_ps(out.add(lane * stride), mask, *row) };
+        }
+    }
+
+    /// The 16 x 16 transpose of `m` (register `i` of the result holds lane `i` of every input
+    /// register): interleaving pairs of single floats, then of pairs, then 128-bit quarters
+    /// twice, 64 shuffles in all.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn transpose(m: &[__m512; TILE]) -> [__m512; TILE] {
+        let mut a = [_mm512_setzero_ps(); TILE];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(m[2 * i], m[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(m[2 * i], m[2 * i + 1]);
+        }
+        let mut b = [_mm512_setzero_ps(); TILE];
+        for i in 0..4 {
+            let pd = |v: __m512| _mm512_castps_pd(v);
+            let (t0, t1, t2, t3) = (a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]);
+            b[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
+            b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
+            b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
+            b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
+        }
+        let mut c = [_mm512_setzero_ps(); TILE];
+        for half in 0..2 {
+            for j in 0..4 {
+                let (x, y) = (b[8 * half + j], b[8 * half + 4 + j]);
+                c[8 * half + j] = _mm512_shuffle_f32x4::<0x88>(x, y);
+                c[8 * half + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(x, y);
             }
         }
+        let mut t = [_mm512_setzero_ps(); TILE];
+        for j in 0..8 {
+            t[j] = _mm512_shuffle_f32x4::<0x88>(c[j], c[8 + j]);
+            t[8 + j] = _mm512_shuffle_f32x4::<0xdd>(c[j], c[8 + j]);
+        }
+        t
     }
 }
 
@@ -286,6 +306,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The register transpose that turns a tile's products into output rows.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_swaps_lanes_and_registers() {
+        if !available() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let m: [__m512; 16] = std::array::from_fn(|r| {
+            let row: [f32; 16] = std::array::from_fn(|i| (r * 16 + i) as f32);
+            // SAFETY: 16 floats.
+            unsafe { _mm512_loadu_ps(row.as_ptr()) }
+        });
+        // SAFETY: the CPU has AVX-512F (`available`).
+        let t = unsafe { x86::transpose(&m) };
+        for (i, v) in t.iter().enumerate() {
+            let mut lanes = [0f32; 16];
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
+            let want: [f32; 16] = std::array::from_fn(|r| (r * 16 + i) as f32);
+            assert_eq!(lanes, want, "register {i}");
         }
     }
 
