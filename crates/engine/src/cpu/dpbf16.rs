@@ -264,49 +264,14 @@ mod tests {
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     }
 
-    /// Every edge: ragged weight rows (a partial half, a partial sub-panel, a partial task),
-    /// activation rows from one to two full groups and a partial third; 4-bit and 8-bit blocks.
+    /// Every edge of the tiling, against the float product (`pairs::check_against_the_float_product`).
     #[test]
     fn matches_the_float_product_within_bfloat16_rounding() {
         if !available() {
             eprintln!("skipped: no AVX-512 BF16 on this CPU");
             return;
         }
-        let mut seed = 9;
-        let (rows, cols) = (150, 96);
-        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
-        let scales: Vec<f32> = (0..rows * cols / 32)
-            .map(|_| lcg(&mut seed).abs() * 0.1 + 0.01)
-            .collect();
-        let mins: Vec<f32> = (0..rows * cols / 32)
-            .map(|_| lcg(&mut seed) * 0.2)
-            .collect();
-        let floats: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
-        for w in [
-            BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
-            BlockMatrix::q8_from_floats(rows, cols, &floats),
-        ] {
-            let wf = w.to_f32();
-            for m in [1, 15, 16, 17, 33, 40] {
-                let x: Vec<f32> = (0..m * cols).map(|_| lcg(&mut seed)).collect();
-                let mut got = vec![f32::NAN; m * rows];
-                gemm(&w, &x, m, &mut got);
-                for i in 0..m {
-                    for r in 0..rows {
-                        let (xs, ws) = (&x[i * cols..][..cols], &wf[r * cols..][..cols]);
-                        let want: f32 = xs.iter().zip(ws).map(|(a, b)| a * b).sum();
-                        // bfloat16 keeps 8 significant bits of each factor: 2^-8 relative on
-                        // each product, bounded by the sum of magnitudes.
-                        let bound: f32 = xs.iter().zip(ws).map(|(a, b)| (a * b).abs()).sum();
-                        let g = got[i * rows + r];
-                        assert!(
-                            (g - want).abs() <= bound / 128.0,
-                            "m {m} [{i}, {r}]: {g} vs {want} (bound {bound})"
-                        );
-                    }
-                }
-            }
-        }
+        super::super::pairs::check_against_the_float_product(gemm, 9);
     }
 
     /// The register transpose that turns a tile's products into output rows.

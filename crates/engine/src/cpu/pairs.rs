@@ -283,3 +283,51 @@ mod x86 {
         unreachable!("bfloat16 operands are x86-only")
     }
 }
+
+/// The check both bfloat16 kernels pass: every edge of their tiling (ragged weight rows: a
+/// partial tile, a partial panel; activation rows from one to two full groups and a partial
+/// third), 4-bit and 8-bit blocks, against the float product within bfloat16 rounding.
+#[cfg(test)]
+pub(super) fn check_against_the_float_product(
+    gemm: fn(&BlockMatrix, &[f32], usize, &mut [f32]),
+    mut seed: u64,
+) {
+    let mut lcg = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let (rows, cols) = (150, 96);
+    let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+    let scales: Vec<f32> = (0..rows * cols / 32)
+        .map(|_| lcg().abs() * 0.1 + 0.01)
+        .collect();
+    let mins: Vec<f32> = (0..rows * cols / 32).map(|_| lcg() * 0.2).collect();
+    let floats: Vec<f32> = (0..rows * cols).map(|_| lcg()).collect();
+    for w in [
+        BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
+        BlockMatrix::q8_from_floats(rows, cols, &floats),
+    ] {
+        let wf = w.to_f32();
+        for m in [1, 15, 16, 17, 33, 40] {
+            let x: Vec<f32> = (0..m * cols).map(|_| lcg()).collect();
+            let mut got = vec![f32::NAN; m * rows];
+            gemm(&w, &x, m, &mut got);
+            for i in 0..m {
+                for r in 0..rows {
+                    let (xs, ws) = (&x[i * cols..][..cols], &wf[r * cols..][..cols]);
+                    let want: f32 = xs.iter().zip(ws).map(|(a, b)| a * b).sum();
+                    // bfloat16 keeps 8 significant bits of each factor: 2^-8 relative on each
+                    // product, bounded by the sum of magnitudes.
+                    let bound: f32 = xs.iter().zip(ws).map(|(a, b)| (a * b).abs()).sum();
+                    let g = got[i * rows + r];
+                    assert!(
+                        (g - want).abs() <= bound / 128.0,
+                        "m {m} [{i}, {r}]: {g} vs {want} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+}
