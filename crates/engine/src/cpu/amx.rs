@@ -80,7 +80,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, BLOCK};
-    use super::super::pairs::{expand_column, Tiles, TILE, TILE_BYTES};
+    use super::super::pairs::{expand_column, with_sub_panel, TILE, TILE_BYTES};
 
     /// Palette 1; all eight tiles 16 rows of 64 bytes.
     #[repr(C, align(64))]
@@ -104,12 +104,6 @@ mod x86 {
     /// the vector units expand column `kb + LEAD` while the tile unit multiplies column `kb`,
     /// and each column is read by the tile unit soon after it was written, still in L1.
     const LEAD: usize = 4;
-
-    thread_local! {
-        /// 32 expanded weight rows, a pair of tiles per block, reused across tasks.
-        static SUB_PANEL: std::cell::RefCell<Vec<Tiles>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
 
     /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`
     /// activation rows given as tiles.
@@ -145,8 +139,7 @@ mod x86 {
         unsafe { asm!("ldtilecfg [{0}]", in(reg) &CONFIG as *const TileConfig) };
         for r0 in (start..end).step_by(2 * TILE) {
             let count = (end - r0).min(2 * TILE);
-            SUB_PANEL.with_borrow_mut(|panel| {
-                panel.resize_with(kblocks, Tiles::default);
+            with_sub_panel(kblocks, |panel| {
                 if count < 2 * TILE {
                     panel.iter_mut().for_each(|pair| pair.0.fill(0));
                 }

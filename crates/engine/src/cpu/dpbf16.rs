@@ -62,14 +62,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, BLOCK};
-    use super::super::pairs::{expand_column, Tiles, TILE, TILE_BYTES};
+    use super::super::pairs::{expand_column, with_sub_panel, Tiles, TILE, TILE_BYTES};
     use super::SUB_PANEL_ROWS;
-
-    thread_local! {
-        /// 32 expanded weight rows, one `Tiles` per block column, reused across tasks.
-        static SUB_PANEL: std::cell::RefCell<Vec<Tiles>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
 
     /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`
     /// activation rows given as tiles.
@@ -101,8 +95,7 @@ mod x86 {
             // about to take (lines in a neighbour core's cache still come faster than memory).
             let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(w.rows());
             let (ahead, ahead_bytes) = w.row_span(next);
-            SUB_PANEL.with_borrow_mut(|panel| {
-                panel.resize_with(kblocks, Tiles::default);
+            with_sub_panel(kblocks, |panel| {
                 for (kb, pair) in panel.iter_mut().enumerate() {
                     // SAFETY: rows `r0..r0 + count` exist; `kb` is a block column.
                     unsafe { expand_column(w, r0, count, &(r0..r0), kb, pair) };

@@ -33,6 +33,21 @@ impl Default for Tiles {
     }
 }
 
+thread_local! {
+    /// One block column per `Tiles` of up to 32 expanded weight rows, reused across tasks and
+    /// calls (each kernel task expands its sub-panels here in turn).
+    static SUB_PANEL: RefCell<Vec<Tiles>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hands this thread's sub-panel buffer, `kblocks` block columns long, to `use_panel`. Rows past
+/// a partial sub-panel's hold whatever an earlier one left there.
+pub fn with_sub_panel<R>(kblocks: usize, use_panel: impl FnOnce(&mut [Tiles]) -> R) -> R {
+    SUB_PANEL.with_borrow_mut(|panel| {
+        panel.resize_with(kblocks, Tiles::default);
+        use_panel(&mut panel[..kblocks])
+    })
+}
+
 /// Whether the CPU converts to and multiplies bfloat16 in vector registers (AVX-512 BF16:
 /// Intel from Cooper Lake and Sapphire Rapids, AMD from Zen 4).
 pub fn available() -> bool {
