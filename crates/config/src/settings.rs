@@ -54,6 +54,9 @@ pub struct WorkerSettings {
     /// factors, float32 sums); false keeps float32 activations everywhere. (Formerly `amx`.)
     #[serde(alias = "amx")]
     pub bf16: bool,
+    /// Where no bfloat16 kernel runs, batched products with activations rounded to 8 bits per
+    /// 32-input block (about 1.3x faster on AVX2, further from the float model); off by default.
+    pub int8: bool,
     /// Name in result rows, shard keys and logs; host name and pid when unset.
     pub name: Option<String>,
     /// Rule set for jobs that name none (`params.rules`); every output passes one.
@@ -112,6 +115,7 @@ impl Default for WorkerSettings {
             quant: "auto".into(),
             device: "auto".into(),
             bf16: true,
+            int8: false,
             name: None,
             rules: Some("default".into()),
         }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{amx, dpbf16, gemm, matmul, BlockMatrix};
+use beamline_engine::cpu::{amx, dpbf16, gemm, int8, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -51,6 +51,13 @@ fn main() {
     if dpbf16::available() {
         kernels.push("dpbf16");
     }
+    if int8::available() {
+        kernels.push("int8");
+    }
+    // `KERNELS=int8,gemm` times only those.
+    if let Ok(only) = std::env::var("KERNELS") {
+        kernels.retain(|k| only.split(',').any(|o| o == *k));
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -75,6 +82,7 @@ fn main() {
                         "matmul" => matmul(w, &x, m, &mut out),
                         "gemm" => gemm(w, &x, m, &mut out),
                         "amx" => amx::gemm(w, &x, m, &mut out),
+                        "int8" => int8::gemm(w, &x, m, &mut out),
                         _ => dpbf16::gemm(w, &x, m, &mut out),
                     }
                     out_all.push(out[0]);

@@ -65,12 +65,12 @@ pub enum Linear {
         scales: Tensor,
         bias: Option<Tensor>,
     },
-    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels; `bf16`: products of several rows may
-    /// run in bfloat16 (AMX tile unit or AVX-512 BF16: bfloat16 factors, float32 sums).
+    /// 32-wide 4-bit or 8-bit blocks for the CPU kernels; `products`: which rounded kernels
+    /// products of several rows may use (see [`cpu::Products`]).
     Blocks {
         matrix: BlockMatrix,
         bias: Option<Tensor>,
-        bf16: bool,
+        products: cpu::Products,
     },
     /// libtorch's packed int4 layout; `w = (q - 8) * scale + zero` per group.
     Int4 {
@@ -98,7 +98,7 @@ impl Linear {
                 return Linear::Blocks {
                     matrix,
                     bias,
-                    bf16: true,
+                    products: cpu::Products::DEFAULT,
                 };
             }
         }
@@ -122,29 +122,36 @@ impl Linear {
         }
     }
 
-    /// Allows or forbids bfloat16 products for this layer's block products.
-    pub fn allow_bf16(&mut self, allow: bool) {
-        if let Linear::Blocks { bf16, .. } = self {
-            *bf16 = allow;
+    /// Sets which rounded kernels this layer's block products may use.
+    pub fn allow_products(&mut self, allowed: cpu::Products) {
+        if let Linear::Blocks { products, .. } = self {
+            *products = allowed;
         }
     }
 
-    /// Whether this layer's wide products run in bfloat16.
-    pub fn uses_bf16(&self) -> bool {
-        matches!(self, Linear::Blocks { bf16: true, .. }) && cpu::bf16_available()
+    /// The rounded kernels this layer's wide products use (none for other storage forms).
+    pub fn products(&self) -> cpu::Products {
+        match self {
+            Linear::Blocks { products, .. } => *products,
+            _ => cpu::Products::FLOAT32,
+        }
     }
 
     /// The layer as host memory, for code that keeps activations in plain buffers: block
     /// weights with a float32 bias (or none).
     pub fn host(&self) -> Option<HostLinear<'_>> {
         match self {
-            Linear::Blocks { matrix, bias, bf16 } => Some(HostLinear {
+            Linear::Blocks {
+                matrix,
+                bias,
+                products,
+            } => Some(HostLinear {
                 matrix,
                 bias: match bias {
                     Some(b) => Some(host_floats(b)?),
                     None => None,
                 },
-                bf16: *bf16,
+                products: *products,
             }),
             _ => None,
         }
@@ -153,7 +160,9 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = match self {
             Linear::Dense { weight, bias } => return x.linear(weight, bias.as_ref()),
-            Linear::Blocks { matrix, bf16, .. } => {
+            Linear::Blocks {
+                matrix, products, ..
+            } => {
                 // Few libtorch calls on this path: at batch 1 their dispatch is a large part
                 // of a step (four products per layer).
                 let x2 = if x.kind() == Kind::Float && x.is_contiguous() {
@@ -174,7 +183,7 @@ impl Linear {
                 unsafe {
                     let input = std::slice::from_raw_parts(x2.data_ptr() as *const f32, x2.numel());
                     let out = std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * rows);
-                    cpu::multiply(matrix, input, m, out, *bf16);
+                    cpu::multiply(matrix, input, m, out, *products);
                 }
                 y
             }
@@ -268,7 +277,7 @@ impl Linear {
 pub struct HostLinear<'a> {
     pub matrix: &'a BlockMatrix,
     pub bias: Option<&'a [f32]>,
-    pub bf16: bool,
+    pub products: cpu::Products,
 }
 
 impl HostLinear<'_> {
@@ -278,7 +287,7 @@ impl HostLinear<'_> {
 
     /// `out = x W^T + b` for the `m` rows of `x`.
     pub fn apply(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        cpu::multiply(self.matrix, x, m, out, self.bf16);
+        cpu::multiply(self.matrix, x, m, out, self.products);
         if let Some(b) = self.bias {
             cpu::elementwise::add_bias(out, b);
         }

@@ -130,6 +130,7 @@ fn load(path: &Path, quant: QuantMode) -> Result<Engine, String> {
             device: DeviceChoice::Cpu,
             max_batch: 4,
             bf16: true,
+            int8: true,
         },
     )
     .map_err(|e| e.to_string())

@@ -80,6 +80,7 @@ fn tiny_qwen2_logits_and_greedy_match_transformers() {
             device: DeviceChoice::Cpu,
             max_batch: 4,
             bf16: true,
+            int8: true,
         },
     )
     .unwrap();

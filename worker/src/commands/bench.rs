@@ -78,6 +78,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "device": beamline_engine::device::name(engine.device()),
             "quant": engine.quant().name(),
             "bf16": engine.uses_bf16(),
+            "int8": engine.uses_int8(),
             "storage": engine.storage_summary(),
             "batch_size": args.batch_size,
             "decoding": args.decoding,

@@ -43,6 +43,7 @@ pub fn spawn_model(
             .map_err(|e: String| anyhow::anyhow!("worker.device: {e}"))?,
         max_batch: w.batch_size,
         bf16: w.bf16,
+        int8: w.int8,
     };
     let started = std::time::Instant::now();
     let engine =
@@ -50,6 +51,7 @@ pub fn spawn_model(
     tracing::info!(
         model = %path.display(),
         bf16 = engine.uses_bf16(),
+        int8 = engine.uses_int8(),
         weights_mib = engine.weight_bytes() / (1 << 20),
         load_ms = started.elapsed().as_millis() as u64,
         "Model loaded."

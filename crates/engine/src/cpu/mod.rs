@@ -5,12 +5,13 @@
 //! bfloat16 only; on an AVX2 machine with float32 activations they fall back to scalar loops
 //! and run slower than dense float32. Here weights stay in 32-wide blocks (4-bit affine or 8-bit
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
-//! block, against float32 activations. Activations are not quantized (an 8-bit activation
-//! kernel, llama.cpp's way, was tried twice: SmolLM2's greedy agreement with the float model fell
-//! from 74% to 59%, and it was only 1.2x faster at one row and no faster from four); on CPUs with
-//! AMX tile units or AVX-512 BF16, products of several rows round activations and weights to
-//! bfloat16 instead (on by default, `EngineOptions::bf16`). Rows are split across the threads of
-//! `pool`.
+//! block, against float32 activations. On CPUs with AMX tile units or AVX-512 BF16, products
+//! of several rows round activations and weights to bfloat16 (on by default,
+//! `EngineOptions::bf16`). Rounding the activations to 8 bits, llama.cpp's way, is opt-in
+//! (`int8`, `EngineOptions::int8`): a one-block-at-a-time kernel tried earlier was no faster
+//! from four rows; the kernel here sums a group of 8 blocks in integers and is about 1.3x the
+//! float32 GEMM on a Zen 3, but SmolLM2's greedy agreement with the float model falls from 100%
+//! to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
 //!
 //! # Layout
 //! - `blocks`: the block formats and building them from codes or floats.
@@ -24,6 +25,7 @@
 //!   block columns expanded to bfloat16).
 //! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
 //! - `dpbf16`: wide batches on CPUs with AVX-512 BF16 and no tile unit (`vdpbf16ps`).
+//! - `int8`: wide batches on AVX2 CPUs without bfloat16: 8-bit activations (`vpmaddubsw`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
 
@@ -35,6 +37,7 @@ pub mod dpbf16;
 pub mod elementwise;
 mod expand;
 mod gemm;
+pub mod int8;
 mod matmul;
 mod pairs;
 pub(crate) mod pool;
@@ -55,19 +58,62 @@ pub const AMX_MIN_ROWS: usize = 2;
 /// Zen 4: one step's products 13.0 ms by rows against 15.1 at 4 rows, 20.8 against 15.1 at 6).
 pub const DPBF16_MIN_ROWS: usize = 5;
 
+/// From this many activation rows on, the 8-bit kernel ([`int8::gemm`]) runs the product on
+/// CPUs without a bfloat16 unit.
+pub const INT8_MIN_ROWS: usize = 4;
+
 /// Whether products of several rows can run in bfloat16 here (on the tile unit or with AVX-512
 /// BF16).
 pub fn bf16_available() -> bool {
     amx::available() || dpbf16::available()
 }
 
-/// `y = x W^T` by whichever kernel suits `m` rows; `bf16` allows the bfloat16 kernels (AMX
-/// tile unit, AVX-512 BF16).
-pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], bf16: bool) {
+/// Which rounded kernels products of several rows may use. bfloat16 is on by default where
+/// the CPU has AMX or AVX-512 BF16 (it keeps 83-95% of greedy tokens); 8-bit activations are
+/// opt-in, for where bfloat16 does not run (about 1.3x the float32 products on a Zen 3, but
+/// SmolLM2's greedy agreement with the float model falls to about half). Off, the products
+/// are float32 (the dequantized model's arithmetic up to summation order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Products {
+    /// bfloat16 factors, float32 sums (AMX tile unit, AVX-512 BF16).
+    pub bf16: bool,
+    /// Activations rounded to 8 bits per 32-input block, integer sums (AVX2 without bfloat16).
+    pub int8: bool,
+}
+
+impl Products {
+    /// The default: bfloat16 where the CPU has it.
+    pub const DEFAULT: Products = Products {
+        bf16: true,
+        int8: false,
+    };
+    /// Float32 activations everywhere.
+    pub const FLOAT32: Products = Products {
+        bf16: false,
+        int8: false,
+    };
+
+    /// Whether wide products run in bfloat16 on this CPU.
+    pub fn uses_bf16(self) -> bool {
+        self.bf16 && bf16_available()
+    }
+
+    /// Whether wide products run with 8-bit activations on this CPU (where no bfloat16
+    /// kernel runs them).
+    pub fn uses_int8(self) -> bool {
+        self.int8 && !self.uses_bf16() && int8::available()
+    }
+}
+
+/// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`.
+pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
+    let bf16 = products.bf16;
     if bf16 && m >= AMX_MIN_ROWS && amx::available() {
         amx::gemm(w, x, m, out)
     } else if bf16 && m >= DPBF16_MIN_ROWS && dpbf16::available() {
         dpbf16::gemm(w, x, m, out)
+    } else if m >= INT8_MIN_ROWS && products.uses_int8() {
+        int8::gemm(w, x, m, out)
     } else if m >= GEMM_MIN_ROWS {
         gemm(w, x, m, out)
     } else {

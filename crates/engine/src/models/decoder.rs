@@ -350,8 +350,8 @@ impl Decoder {
         self.lm_head.forward(hidden).to_kind(Kind::Float)
     }
 
-    /// Allows or forbids bfloat16 products for every block-quantized layer.
-    pub fn allow_bf16(&mut self, allow: bool) {
+    /// Sets which rounded kernels every block-quantized layer's products may use.
+    pub fn allow_products(&mut self, allowed: crate::cpu::Products) {
         for layer in &mut self.layers {
             for linear in [
                 &mut layer.qkv,
@@ -359,15 +359,25 @@ impl Decoder {
                 &mut layer.gate_up,
                 &mut layer.down,
             ] {
-                linear.allow_bf16(allow);
+                linear.allow_products(allowed);
             }
         }
-        self.lm_head.allow_bf16(allow);
+        self.lm_head.allow_products(allowed);
     }
 
     /// Whether any layer's wide products run in bfloat16.
     pub fn uses_bf16(&self) -> bool {
-        self.lm_head.uses_bf16() || self.layers.iter().any(|l| l.gate_up.uses_bf16())
+        self.products().any(|p| p.uses_bf16())
+    }
+
+    /// Whether any layer's wide products run with 8-bit activations.
+    pub fn uses_int8(&self) -> bool {
+        self.products().any(|p| p.uses_int8())
+    }
+
+    fn products(&self) -> impl Iterator<Item = crate::cpu::Products> + '_ {
+        let layers = self.layers.iter().map(|l| l.gate_up.products());
+        layers.chain([self.lm_head.products()])
     }
 
     /// Bytes of weights held on the device.

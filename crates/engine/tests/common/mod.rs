@@ -24,7 +24,9 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-fn load(quant: QuantMode, bf16: bool) -> Mutex<Engine> {
+/// `bf16`: the default bfloat16 products where the CPU has them; `int8`: 8-bit activations
+/// where bfloat16 does not run.
+fn load(quant: QuantMode, bf16: bool, int8: bool) -> Mutex<Engine> {
     let engine = Engine::load(
         &model_path(),
         EngineOptions {
@@ -32,6 +34,7 @@ fn load(quant: QuantMode, bf16: bool) -> Mutex<Engine> {
             device: DeviceChoice::Cpu,
             max_batch: 16,
             bf16,
+            int8,
         },
     )
     .expect("load the test model");
@@ -41,20 +44,26 @@ fn load(quant: QuantMode, bf16: bool) -> Mutex<Engine> {
 /// The model dequantized to float32 (what transformers runs).
 pub fn engine_f32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::None, true))
+    E.get_or_init(|| load(QuantMode::None, true, false))
 }
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
 /// in bfloat16 where the CPU has AMX or AVX-512 BF16).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto, true))
+    E.get_or_init(|| load(QuantMode::Auto, true, false))
 }
 
 /// The Q4_1 model with float32 activations everywhere (`bf16` off).
 pub fn engine_q4_float32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto, false))
+    E.get_or_init(|| load(QuantMode::Auto, false, false))
+}
+
+/// The Q4_1 model with 8-bit activations in its wide products (`--bf16 off --int8 on`).
+pub fn engine_q4_int8() -> &'static Mutex<Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| load(QuantMode::Auto, false, true))
 }
 
 pub fn reference() -> &'static Value {
