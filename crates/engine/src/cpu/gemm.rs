@@ -145,12 +145,7 @@ mod tests {
     #[test]
     fn matches_the_float_product_for_every_edge() {
         let mut seed = 11u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut next = || crate::cpu::testing::lcg(&mut seed);
         // 100 rows: two panels and a ragged one; m from 1 to 9 covers every tile edge.
         let (rows, cols) = (100, 96);
         let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();

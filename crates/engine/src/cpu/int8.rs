@@ -120,13 +120,7 @@ fn expand_rows(
 mod tests {
     use super::super::blocks::{Q4Block, Q8Block};
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    }
+    use crate::cpu::testing::lcg;
 
     fn q4_matrix(rows: usize, cols: usize, seed: &mut u64) -> BlockMatrix {
         let codes: Vec<u8> = (0..rows * cols)

@@ -67,13 +67,7 @@ mod tests {
     use super::super::blocks::{BlockMatrix, Q4Block};
     use super::super::dot::portable;
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    }
+    use crate::cpu::testing::lcg;
 
     fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize, m: usize) -> Vec<f32> {
         let mut out = vec![0f32; m * rows];

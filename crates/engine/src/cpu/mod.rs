@@ -42,6 +42,19 @@ mod matmul;
 mod pairs;
 pub(crate) mod pool;
 
+/// What the kernels' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Pseudo-random numbers in [-0.5, 0.5) from a linear congruential generator: the same
+    /// inputs on every run.
+    pub fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+}
+
 pub use blocks::{BlockMatrix, Q4Block, Q8Block};
 pub use gemm::gemm;
 pub use matmul::matmul;

@@ -307,12 +307,7 @@ pub(super) fn check_against_the_float_product(
     gemm: fn(&BlockMatrix, &[f32], usize, &mut [f32]),
     mut seed: u64,
 ) {
-    let mut lcg = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    };
+    let mut lcg = || super::testing::lcg(&mut seed);
     let (rows, cols) = (150, 96);
     let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
     let scales: Vec<f32> = (0..rows * cols / 32)
