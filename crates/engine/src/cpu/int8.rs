@@ -12,16 +12,17 @@
 //! float32 GEMM's speed on a Zen 3 (`examples/kernel_bench`: batch 16, 34 against 47-54 ms per
 //! step's products; batch 64, 106-112 against 137-157).
 //!
-//! How the lanes stay one block each is `layout`'s business. Each task lays out a panel of
-//! weight rows (unpacking the 4-bit codes and transposing within 128-bit halves), then
+//! How the lanes stay one block each is `layout`'s business; `operands` builds both operands
+//! that way and `tile` multiplies them. Each task lays out a panel of weight rows (unpacking the 4-bit codes and transposing within 128-bit halves), then
 //! multiplies it by every activation row with a register tile of 4 activation rows by 2 weight
 //! rows; 4-bit codes times 8-bit inputs fit 16 bits for a whole group of 8 blocks, so the
 //! widening to 32 bits and the float scaling happen once per group, not per block.
 
-mod avx2;
 mod layout;
+mod operands;
 #[cfg(test)]
 mod portable;
+mod tile;
 
 use std::cell::RefCell;
 
@@ -58,7 +59,7 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
         let (mut blocks, mut sums) = (Vec::new(), Vec::new());
         for (row, laid) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(row_bytes)) {
             // SAFETY: `available()` was asserted; `laid` holds the row's layout.
-            unsafe { avx2::quantize_row(row, &groups, &mut blocks, &mut sums, laid) };
+            unsafe { operands::quantize_row(row, &groups, &mut blocks, &mut sums, laid) };
         }
         let acts = &acts[..];
         pool::by_row_chunks(rows, PANEL_ROWS, m, out, |start, end| {
@@ -69,7 +70,7 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
                 expand_rows(w, start, end, &groups, row_bytes, panel);
                 // SAFETY: `available()` was asserted; both operands are laid out by `groups`.
                 unsafe {
-                    avx2::multiply(
+                    tile::multiply(
                         acts,
                         m,
                         panel,
@@ -106,11 +107,11 @@ fn expand_rows(
         match w {
             // SAFETY: `gemm` asserted `available()`; the row holds `per_row` blocks.
             BlockMatrix::Q4 { blocks, .. } => unsafe {
-                avx2::lay_out_q4(&blocks[span], groups, laid)
+                operands::lay_out_q4(&blocks[span], groups, laid)
             },
             // SAFETY: as above.
             BlockMatrix::Q8 { blocks, .. } => unsafe {
-                avx2::lay_out_q8(&blocks[span], groups, laid)
+                operands::lay_out_q8(&blocks[span], groups, laid)
             },
         }
     }
