@@ -109,9 +109,14 @@ pub fn name(device: Device) -> &'static str {
 /// A tensor's memory as a float slice, when it is contiguous float32 on the CPU: what the host
 /// kernels (`crate::cpu`) read weights and tables from.
 pub fn host_floats(t: &tch::Tensor) -> Option<&[f32]> {
-    (t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous()).then(|| {
-        // SAFETY: contiguous float32 host memory of `numel` elements; the borrow of `t` keeps
-        // it alive, and the engine never writes weights or tables after loading.
-        unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+    host_slice::<f32>(t)
+}
+
+/// A tensor's memory as a slice of `T`, when it is contiguous on the CPU and of `T`'s kind.
+pub fn host_slice<T: tch::kind::Element>(t: &tch::Tensor) -> Option<&[T]> {
+    (t.kind() == T::KIND && t.device() == Device::Cpu && t.is_contiguous()).then(|| {
+        // SAFETY: contiguous host memory of `numel` elements of `T`'s kind; the borrow of `t`
+        // keeps it alive, and the engine never writes weights or tables after loading.
+        unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
     })
 }

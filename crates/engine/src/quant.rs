@@ -12,7 +12,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::cpu::{self, BlockMatrix};
-use crate::device::host_floats;
+use crate::device::{host_floats, host_slice};
 use crate::weights::RawWeight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -298,6 +298,8 @@ impl HostLinear<'_> {
 fn cpu_blocks(raw: RawWeight, mode: QuantMode) -> Option<BlockMatrix> {
     let (rows, cols) = raw.shape();
     let (rows, cols) = (rows as usize, cols as usize);
+    // The codes are read in place: a copy of the output layer's 28 MiB of codes was a large
+    // part of the load's peak memory.
     let floats = |t: &Tensor| Vec::<f32>::try_from(&t.reshape([-1])).ok();
     let q4 = |raw: RawWeight| -> Option<BlockMatrix> {
         let RawWeight::Affine4 {
@@ -309,11 +311,11 @@ fn cpu_blocks(raw: RawWeight, mode: QuantMode) -> Option<BlockMatrix> {
         else {
             return None;
         };
-        let codes = Vec::<u8>::try_from(&codes.reshape([-1])).ok()?;
+        let codes = codes.contiguous();
         Some(BlockMatrix::from_q4_codes(
             rows,
             cols,
-            &codes,
+            host_slice::<u8>(&codes)?,
             &floats(&scales)?,
             &floats(&mins)?,
         ))
@@ -329,11 +331,11 @@ fn cpu_blocks(raw: RawWeight, mode: QuantMode) -> Option<BlockMatrix> {
                 group: 32,
             },
         ) => {
-            let codes = Vec::<i8>::try_from(&codes.reshape([-1])).ok()?;
+            let codes = codes.contiguous();
             Some(BlockMatrix::from_q8_codes(
                 rows,
                 cols,
-                &codes,
+                host_slice::<i8>(&codes)?,
                 &floats(&scales)?,
             ))
         }

@@ -3,13 +3,16 @@
 //! The file is memory-mapped, so opening a multi-gigabyte model only reads
 //! its header; tensor bytes are paged in when the engine touches them, and
 //! the scheduler, which only reads metadata and sizes, never touches them.
+//! The accessors that decode a tensor into owned values ([`GgufFile::dequantize`],
+//! [`GgufFile::int4_groups`], [`GgufFile::int8_groups`]) hand its pages back afterwards, so a
+//! load holds the file's bytes one tensor at a time, not the whole file beside what it built.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::dequant;
 use crate::error::{GgufError, Result};
@@ -160,6 +163,26 @@ impl GgufFile {
         range.and_then(|r| self.storage.get(r)).unwrap_or(&[])
     }
 
+    /// Drops this process's resident pages of the tensor's bytes (a mapped file only). The
+    /// bytes stay readable: a later read pages them in again from the file.
+    fn release(&self, info: &TensorInfo) {
+        let Storage::Mapped(map) = &self.storage else {
+            return;
+        };
+        let Ok(start) = usize::try_from(self.data_offset.saturating_add(info.offset)) else {
+            return;
+        };
+        let len = info.byte_len().min(map.len().saturating_sub(start));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the mapping is private and read-only, so no page of it was ever written:
+        // dropping its pages only means that the next read faults the same bytes in from the
+        // file. (DONTNEED is unchecked in memmap2 because on a written private mapping it
+        // would discard the writes.) A failure leaves the pages resident, which is harmless.
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, len) };
+    }
+
     /// The tensor's values as f32, row-major in [`TensorInfo::shape`] order.
     /// Supports F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
@@ -167,6 +190,7 @@ impl GgufFile {
         let mut out = vec![0f32; info.n_elements()];
         dequant::dequantize(info.ggml_type, self.tensor_bytes(info), &mut out)
             .ok_or_else(|| self.unsupported(info, DEQUANT_SUPPORTED))?;
+        self.release(info);
         Ok(out)
     }
 
@@ -177,12 +201,9 @@ impl GgufFile {
         let info = self.tensor(name)?;
         let f = dequant::int4_format(info.ggml_type)
             .ok_or_else(|| self.unsupported(info, "Q4_0, Q4_1, Q4_K for 4-bit groups"))?;
-        Ok(groups::int4_groups(
-            f,
-            self.tensor_bytes(info),
-            info.n_rows(),
-            info.row_len(),
-        ))
+        let groups = groups::int4_groups(f, self.tensor_bytes(info), info.n_rows(), info.row_len());
+        self.release(info);
+        Ok(groups)
     }
 
     /// A Q8_0 (groups of 32) or Q6_K (groups of 16) tensor as signed 8-bit
@@ -192,12 +213,9 @@ impl GgufFile {
         let info = self.tensor(name)?;
         let f = dequant::int8_format(info.ggml_type)
             .ok_or_else(|| self.unsupported(info, "Q8_0, Q6_K for 8-bit groups"))?;
-        Ok(groups::int8_groups(
-            f,
-            self.tensor_bytes(info),
-            info.n_rows(),
-            info.row_len(),
-        ))
+        let groups = groups::int8_groups(f, self.tensor_bytes(info), info.n_rows(), info.row_len());
+        self.release(info);
+        Ok(groups)
     }
 
     fn unsupported(&self, info: &TensorInfo, supported: &'static str) -> GgufError {

@@ -134,6 +134,16 @@ pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products:
     }
 }
 
+/// Rows `rows` of `w` as floats, one after the other in `out` (`rows.len() * cols`): token
+/// embeddings looked up in a table held as blocks.
+pub fn gather_rows(w: &BlockMatrix, rows: &[usize], out: &mut [f32]) {
+    let cols = w.cols();
+    assert_eq!(out.len(), rows.len() * cols);
+    for (&row, dst) in rows.iter().zip(out.chunks_exact_mut(cols)) {
+        expand::expand_rows(w, row, row + 1, dst);
+    }
+}
+
 /// Whether the fast path can run here.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -143,5 +153,43 @@ pub fn available() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocks::BLOCK;
+    use super::*;
+
+    /// Looked-up rows are the table's own rows, for both block formats, in the order asked.
+    #[test]
+    fn gather_rows_expands_the_rows_asked_for() {
+        let (rows, cols) = (7, 64);
+        let mut seed = 11;
+        let w: Vec<f32> = (0..rows * cols).map(|_| testing::lcg(&mut seed)).collect();
+        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+        let scales: Vec<f32> = (0..rows * cols / BLOCK)
+            .map(|i| 0.01 + i as f32 * 1e-3)
+            .collect();
+        let mins: Vec<f32> = scales.iter().map(|s| -8.0 * s).collect();
+        for matrix in [
+            BlockMatrix::q8_from_floats(rows, cols, &w),
+            BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
+        ] {
+            let all = matrix.to_f32();
+            let asked = [3, 0, 6, 3];
+            let mut out = vec![0f32; asked.len() * cols];
+            gather_rows(&matrix, &asked, &mut out);
+            for (k, &r) in asked.iter().enumerate() {
+                let want = &all[r * cols..(r + 1) * cols];
+                let got = &out[k * cols..(k + 1) * cols];
+                for (g, e) in got.iter().zip(want) {
+                    assert!(
+                        (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                        "row {r}: {g} vs {e}"
+                    );
+                }
+            }
+        }
     }
 }

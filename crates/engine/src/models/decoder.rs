@@ -34,6 +34,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// `ids [..]` → `[.., hidden]` token embeddings.
+    fn embed_tokens(&self, ids: &Tensor) -> Tensor {
+        self.embed.forward(ids, self.kind, &self.lm_head)
+    }
+
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Tensor {
         let h = self.config.hidden_size as i64;
         x.rms_norm([h], Some(weight), self.config.rms_norm_eps)
@@ -145,7 +150,7 @@ impl Decoder {
             .iter()
             .flat_map(|p| p.iter().map(|&t| t as i64))
             .collect();
-        let embedded = self.embed.forward(&Tensor::from_slice(&ids), self.kind);
+        let embedded = self.embed_tokens(&Tensor::from_slice(&ids));
         let mut x =
             Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
         let spans: Vec<Span> = prompts
@@ -181,7 +186,7 @@ impl Decoder {
         let rope = self
             .rope
             .at(&Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0));
-        let mut x = self.embed.forward(ids, self.kind);
+        let mut x = self.embed_tokens(ids);
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for layer in &self.layers {
             let normed = self.rms_norm(&x, &layer.attn_norm);
@@ -229,7 +234,7 @@ impl Decoder {
             .unsqueeze(0)
             .le_tensor(&positions.unsqueeze(1))
             .view([slots as i64, 1, 1, span]);
-        let mut x = self.embed.forward(&ids.view([slots as i64, 1]), self.kind);
+        let mut x = self.embed_tokens(&ids.view([slots as i64, 1]));
         let rope = self.rope.at(&positions.view([slots as i64, 1]));
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
@@ -277,7 +282,7 @@ impl Decoder {
             capacity: cache.capacity(),
         };
         let spans = Span::decoding(cache.lens(), cache.prefixes());
-        let mut x = self.embed.forward(&ids.view([slots, 1]), self.kind);
+        let mut x = self.embed_tokens(&ids.view([slots, 1]));
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
             let qkv = layer.qkv.forward(&normed).to_kind(Kind::Float).contiguous();
@@ -320,7 +325,7 @@ impl Decoder {
         sin: &[f32],
     ) -> Tensor {
         let slots = cache.slots() as i64;
-        let embedded = self.embed.forward(&ids.view([slots, 1]), self.kind);
+        let embedded = self.embed_tokens(&ids.view([slots, 1]));
         let mut x =
             Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
         let spans = Span::decoding(cache.lens(), cache.prefixes());

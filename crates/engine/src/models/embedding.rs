@@ -1,13 +1,19 @@
 //! Token embeddings, kept in the file's quantized form and dequantized row by row on lookup, so a
-//! 49k x 576 table costs a quarter (int8) or an eighth (int4) of its float size.
+//! 49k x 576 table costs a quarter (int8) or an eighth (int4) of its float size. A table tied
+//! to the output layer is held once: when the output layer holds it as CPU blocks, lookups
+//! expand the rows from those blocks (SmolLM2's Q8_0 table: 32 MiB not held twice).
 
 use tch::{Device, Kind, Tensor};
 
-use crate::quant::QuantMode;
+use crate::cpu;
+use crate::quant::{Linear, QuantMode};
 use crate::weights::RawWeight;
 
 pub enum Embedding {
     Dense(Tensor),
+    /// The tied table is the output layer's block matrix (`Linear::Blocks`); rows are expanded
+    /// from it on lookup.
+    OutputBlocks,
     /// `row = codes * scales + mins` per group of `group` columns.
     Grouped {
         codes: Tensor,
@@ -66,20 +72,46 @@ impl Embedding {
         }
     }
 
-    /// Whether the table is the output layer's own weight (tied embeddings held dense).
-    pub fn shares_storage_with(&self, lm_head: &crate::quant::Linear) -> bool {
+    /// Whether the table is the output layer's own weight (tied embeddings held once).
+    pub fn shares_storage_with(&self, lm_head: &Linear) -> bool {
         match (self, lm_head) {
-            (Embedding::Dense(table), crate::quant::Linear::Dense { weight, .. }) => {
+            (Embedding::Dense(table), Linear::Dense { weight, .. }) => {
                 table.data_ptr() == weight.data_ptr()
             }
+            (Embedding::OutputBlocks, _) => true,
             _ => false,
         }
     }
 
-    /// `ids [..]` → `[.., hidden]`.
-    pub fn forward(&self, ids: &Tensor, kind: Kind) -> Tensor {
+    /// `ids [..]` → `[.., hidden]`; `lm_head` is the model's output layer (read for
+    /// [`Embedding::OutputBlocks`]).
+    pub fn forward(&self, ids: &Tensor, kind: Kind, lm_head: &Linear) -> Tensor {
         match self {
             Embedding::Dense(table) => Tensor::embedding(table, ids, -1, false, false),
+            Embedding::OutputBlocks => {
+                let matrix = match lm_head {
+                    Linear::Blocks { matrix, .. } => matrix,
+                    _ => panic!("a table tied to the output blocks needs a block output layer"),
+                };
+                let flat = Vec::<i64>::try_from(&ids.reshape([-1])).expect("int64 token ids");
+                let rows: Vec<usize> = flat
+                    .iter()
+                    .map(|&id| {
+                        usize::try_from(id)
+                            .ok()
+                            .filter(|&r| r < matrix.rows())
+                            .unwrap_or_else(|| panic!("token id {id} outside the vocabulary"))
+                    })
+                    .collect();
+                let hidden = matrix.cols();
+                let mut out = vec![0f32; rows.len() * hidden];
+                cpu::gather_rows(matrix, &rows, &mut out);
+                let mut shape = ids.size();
+                shape.push(hidden as i64);
+                Tensor::from_slice(&out)
+                    .view(shape.as_slice())
+                    .to_kind(kind)
+            }
             Embedding::Grouped {
                 codes,
                 scales,
@@ -109,6 +141,7 @@ impl Embedding {
         let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         match self {
             Embedding::Dense(t) => bytes(t),
+            Embedding::OutputBlocks => 0,
             Embedding::Grouped {
                 codes,
                 scales,

@@ -43,6 +43,33 @@ pub fn load(
         }
     };
 
+    // The output layer first: its transient copies (the largest tensor) then come on top of
+    // nothing else built, which keeps them under the load's final memory.
+    let embed_raw = source.matrix("model.embed_tokens.weight")?;
+    let tied = config.tie_word_embeddings || !source.has("lm_head.weight");
+    let lm_head_raw = if tied {
+        embed_raw.shallow_clone()
+    } else {
+        source.matrix("lm_head.weight")?
+    };
+    let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
+    let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
+    // (The block ends the file's table here unless the embedding kept it.)
+    let embed = {
+        let embed_raw = embed_raw;
+        match &lm_head {
+            // A tied table that both sides hold dense is one tensor, not two (Qwen2-1.5B:
+            // 445 MiB).
+            Linear::Dense { weight, .. } if tied && embed_dense => {
+                Embedding::Dense(weight.shallow_clone())
+            }
+            // Likewise a tied table the output layer holds as CPU blocks.
+            Linear::Blocks { .. } if tied => Embedding::OutputBlocks,
+            _ => Embedding::build(embed_raw, mode, device, kind),
+        }
+    };
+    crate::memory::release_free_memory();
+
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let p = format!("model.layers.{i}");
@@ -91,23 +118,10 @@ pub fn load(
                 kind,
             ),
         });
+        // The layer's transient copies, freed, would otherwise stay in the allocator's arenas
+        // and pile up over the load.
+        crate::memory::release_free_memory();
     }
-    let embed_raw = source.matrix("model.embed_tokens.weight")?;
-    let tied = config.tie_word_embeddings || !source.has("lm_head.weight");
-    let lm_head_raw = if tied {
-        embed_raw.shallow_clone()
-    } else {
-        source.matrix("lm_head.weight")?
-    };
-    let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
-    let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
-    let embed = match &lm_head {
-        // A tied table that both sides hold dense is one tensor, not two (Qwen2-1.5B: 445 MiB).
-        Linear::Dense { weight, .. } if tied && embed_dense => {
-            Embedding::Dense(weight.shallow_clone())
-        }
-        _ => Embedding::build(embed_raw, mode, device, kind),
-    };
     let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
     Ok(Decoder {
         embed,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use beamline_gguf::{GgmlType, GgufFile};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{RawWeight, WeightSource};
 use crate::config::Architecture;
@@ -92,11 +92,8 @@ impl WeightSource for GgufWeights<'_> {
             GgmlType::Q8_0 | GgmlType::Q6_K => {
                 let q = self.file.int8_groups(&g)?;
                 let groups = (q.cols / q.group_size) as i64;
-                let codes: Vec<u8> = q.codes.iter().map(|&c| c as u8).collect();
                 RawWeight::Sym8 {
-                    codes: Tensor::from_slice(&codes)
-                        .view([rows, cols])
-                        .to_kind(Kind::Int8),
+                    codes: Tensor::from_slice(&q.codes).view([rows, cols]),
                     scales: Tensor::from_slice(&q.scales).view([rows, groups]),
                     group: q.group_size,
                 }
