@@ -54,7 +54,7 @@ pub fn load(
     };
     let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
     let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
-    // (The block ends the file's table here unless the embedding kept it.)
+    // Scoped so that the file's table is freed here unless the embedding keeps it.
     let embed = {
         let embed_raw = embed_raw;
         match &lm_head {
