@@ -102,7 +102,7 @@ impl Decoder {
     /// Whether prompts are prefilled on host buffers (`prefill_into`), which takes several
     /// prompts per pass without padding and without a copy of their keys and values.
     pub fn prefills_on_host(&self) -> bool {
-        self.rope.host_tables().is_some() && self.host_layers().is_some()
+        self.rope.on_host() && self.host_layers().is_some()
     }
 
     /// What the KV cache stores: bfloat16 when the layer stack runs on host buffers with
@@ -124,9 +124,12 @@ impl Decoder {
     /// `[n, hidden]`.
     pub fn prefill_into(&self, prompts: &[&[u32]], slots: &[usize], cache: &mut KvCache) -> Tensor {
         assert_eq!(prompts.len(), slots.len());
-        if let (Some((cos, sin)), Some(layers)) = (self.rope.host_tables(), self.host_layers()) {
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let rope = self.rope.tables(longest);
+        if let (Some((cos, sin)), Some(layers)) = (rope.host(), self.host_layers()) {
             return self.prefill_host(prompts, slots, cache, &layers, cos, sin);
         }
+        drop(rope); // the pass below looks its tables up itself
         let (last, prefilled) = self.prefill_batch(prompts);
         cache.insert(slots, &prefilled);
         last
@@ -185,6 +188,7 @@ impl Decoder {
         let device = ids.device();
         let rope = self
             .rope
+            .tables(t as usize)
             .at(&Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0));
         let mut x = self.embed_tokens(ids);
         let (mut keys, mut values) = (Vec::new(), Vec::new());
@@ -222,7 +226,8 @@ impl Decoder {
         let lens: Vec<i64> = (0..slots).map(|s| cache.len(s) as i64).collect();
         let span = lens.iter().copied().max().unwrap_or(0) + 1;
         cache.reserve(span as usize);
-        if let Some((cos, sin)) = self.rope.host_tables() {
+        let rope = self.rope.tables(span as usize);
+        if let Some((cos, sin)) = rope.host() {
             if let Some(layers) = self.host_layers() {
                 return self.decode_host(ids, cache, active, &layers, cos, sin);
             }
@@ -235,7 +240,7 @@ impl Decoder {
             .le_tensor(&positions.unsqueeze(1))
             .view([slots as i64, 1, 1, span]);
         let mut x = self.embed_tokens(&ids.view([slots as i64, 1]));
-        let rope = self.rope.at(&positions.view([slots as i64, 1]));
+        let rope = rope.at(&positions.view([slots as i64, 1]));
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = self.rms_norm(&x, &layer.attn_norm);
             let (q, k, v) = self.qkv(layer, &normed, &rope);
