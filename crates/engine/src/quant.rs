@@ -384,10 +384,14 @@ pub fn quantize_affine4(w: &Tensor, group: usize) -> RawWeight {
     let (rows, cols) = (w.size()[0], w.size()[1]);
     let g = group as i64;
     let grouped = w.view([rows, cols / g, g]);
-    let lo = grouped.amin([2], false);
+    // Scales and mins are rounded to half floats before the codes are chosen, since the CPU's
+    // blocks hold them as half floats (`cpu::Q4Block`): the codes are then the nearest for the
+    // values actually stored.
+    let half = |t: Tensor| t.to_kind(Kind::Half).to_kind(Kind::Float);
+    let lo = half(grouped.amin([2], false));
     let hi = grouped.amax([2], false);
-    let scales = ((&hi - &lo) / 15.0).clamp_min(1e-12);
-    let q = ((grouped - lo.unsqueeze(-1)) / scales.unsqueeze(-1))
+    let scales = half((&hi - &lo) / 15.0);
+    let q = ((grouped - lo.unsqueeze(-1)) / scales.clamp_min(1e-12).unsqueeze(-1))
         .round()
         .clamp(0, 15)
         .to_kind(Kind::Uint8)

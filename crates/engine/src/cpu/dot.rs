@@ -50,7 +50,7 @@ pub mod portable {
             for j in 0..16 {
                 dot += (wb.qs[j] & 0x0F) as f32 * xs[j] + (wb.qs[j] >> 4) as f32 * xs[j + 16];
             }
-            total += wb.scale * dot + wb.min * sums[b];
+            total += wb.scale() * dot + wb.min() * sums[b];
         }
         total
     }
@@ -123,21 +123,23 @@ pub(super) mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q4(w: &[Q4Block], x: &[f32], sums: &[f32]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut mins = 0f32;
         for (b, wb) in w.iter().enumerate() {
-            // SAFETY: AVX2 is present (callers check); `x` holds a block per weight block.
+            // SAFETY: AVX2 and F16C are present (callers check); `x` holds a block per weight
+            // block.
             unsafe {
                 let q = q4_floats(wb);
+                let scale_min = wb.scale_min();
                 acc = _mm256_fmadd_ps(
                     block_dot(&q, &x[b * BLOCK..]),
-                    _mm256_set1_ps(wb.scale),
+                    _mm256_broadcastss_ps(scale_min),
                     acc,
                 );
+                mins += _mm_cvtss_f32(_mm_movehdup_ps(scale_min)) * sums[b];
             }
-            mins += wb.min * sums[b];
         }
         hsum(acc) + mins
     }
@@ -160,21 +162,23 @@ pub(super) mod avx2 {
     }
 
     /// Four activation rows against one 4-bit weight row, expanding each block once.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q4_x4(w: &[Q4Block], x: [&[f32]; 4], sums: [&[f32]; 4]) -> [f32; 4] {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut mins = [0f32; 4];
         for (b, wb) in w.iter().enumerate() {
             // SAFETY: as `q4`.
-            unsafe {
+            let min = unsafe {
                 let q = q4_floats(wb);
-                let scale = _mm256_set1_ps(wb.scale);
+                let scale_min = wb.scale_min();
+                let scale = _mm256_broadcastss_ps(scale_min);
                 for j in 0..4 {
                     acc[j] = _mm256_fmadd_ps(block_dot(&q, &x[j][b * BLOCK..]), scale, acc[j]);
                 }
-            }
+                _mm_cvtss_f32(_mm_movehdup_ps(scale_min))
+            };
             for j in 0..4 {
-                mins[j] += wb.min * sums[j][b];
+                mins[j] += min * sums[j][b];
             }
         }
         [
@@ -215,19 +219,22 @@ pub(super) mod avx512 {
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
 
     /// A block's 32 weights as two vectors (inputs 0..16 and 16..32), looked up in the table
     /// of its sixteen possible values.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,f16c")]
     pub(in crate::cpu) fn q4_weights(block: &Q4Block) -> (__m512, __m512) {
         let steps = _mm512_setr_ps(
             0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
         );
+        // SAFETY: F16C is enabled here (every AVX-512 CPU has it; `available` checks).
+        let scale_min = unsafe { block.scale_min() };
         let table = _mm512_fmadd_ps(
             steps,
-            _mm512_set1_ps(block.scale),
-            _mm512_set1_ps(block.min),
+            _mm512_broadcastss_ps(scale_min),
+            _mm512_broadcastss_ps(_mm_movehdup_ps(scale_min)),
         );
         // SAFETY: reads the block's 16 code bytes.
         let packed = unsafe { _mm_loadu_si128(block.qs.as_ptr().cast()) };
@@ -239,7 +246,7 @@ pub(super) mod avx512 {
         (low, high)
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,f16c")]
     pub unsafe fn q4(w: &[Q4Block], x: &[f32]) -> f32 {
         assert!(x.len() >= w.len() * BLOCK);
         let (mut low_acc, mut high_acc) = (_mm512_setzero_ps(), _mm512_setzero_ps());

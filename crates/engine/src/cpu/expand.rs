@@ -22,9 +22,10 @@ fn q4(blocks: &[Q4Block], out: &mut [f32]) {
         return unsafe { avx2::q4(blocks, out) };
     }
     for (b, o) in blocks.iter().zip(out.chunks_exact_mut(BLOCK)) {
+        let (scale, min) = (b.scale(), b.min());
         for j in 0..16 {
-            o[j] = (b.qs[j] & 0x0F) as f32 * b.scale + b.min;
-            o[j + 16] = (b.qs[j] >> 4) as f32 * b.scale + b.min;
+            o[j] = (b.qs[j] & 0x0F) as f32 * scale + min;
+            o[j + 16] = (b.qs[j] >> 4) as f32 * scale + min;
         }
     }
 }
@@ -49,14 +50,16 @@ mod avx2 {
     use super::super::blocks::{Q4Block, Q8Block, BLOCK};
     use super::super::dot::avx2::{q4_floats, q8_floats};
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q4(blocks: &[Q4Block], out: &mut [f32]) {
         assert!(out.len() >= blocks.len() * BLOCK);
         for (b, block) in blocks.iter().enumerate() {
             // SAFETY: `out` holds 32 floats for block `b` (asserted above).
             unsafe {
                 let q = q4_floats(block);
-                let (scale, min) = (_mm256_set1_ps(block.scale), _mm256_set1_ps(block.min));
+                let scale_min = block.scale_min();
+                let scale = _mm256_broadcastss_ps(scale_min);
+                let min = _mm256_broadcastss_ps(_mm_movehdup_ps(scale_min));
                 let p = out.as_mut_ptr().add(b * BLOCK);
                 for (k, v) in q.iter().enumerate() {
                     _mm256_storeu_ps(p.add(8 * k), _mm256_fmadd_ps(*v, scale, min));

@@ -235,14 +235,7 @@ mod tests {
         let q4 = BlockMatrix::Q4 {
             rows: 1,
             cols,
-            blocks: vec![
-                Q4Block {
-                    scale: 1.0,
-                    min: 0.0,
-                    qs: [0xFF; 16],
-                };
-                cols / 32
-            ],
+            blocks: vec![Q4Block::new(1.0, 0.0, [0xFF; 16]); cols / 32],
         };
         let q8 = BlockMatrix::Q8 {
             rows: 1,

@@ -119,10 +119,12 @@ mod tests {
     fn simd_equals_portable() {
         let mut seed = 7;
         let blocks: Vec<Q4Block> = (0..8)
-            .map(|_| Q4Block {
-                scale: lcg(&mut seed),
-                min: lcg(&mut seed),
-                qs: std::array::from_fn(|_| (lcg(&mut seed) * 500.0) as i32 as u8),
+            .map(|_| {
+                Q4Block::new(
+                    lcg(&mut seed),
+                    lcg(&mut seed),
+                    std::array::from_fn(|_| (lcg(&mut seed) * 500.0) as i32 as u8),
+                )
             })
             .collect();
         let x: Vec<f32> = (0..256).map(|_| lcg(&mut seed) * 100.0).collect();
@@ -133,6 +135,16 @@ mod tests {
             (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
             "{fast} vs {slow}"
         );
+        // The AVX2 kernel too, where `dot::q4` took the AVX-512 one.
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::available() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+            let avx2 = unsafe { dot::avx2::q4(&blocks, &x, &sums) };
+            assert!(
+                (avx2 - slow).abs() <= 1e-4 * slow.abs().max(1.0),
+                "{avx2} vs {slow}"
+            );
+        }
         let four = dot::q4_x4(&blocks, [&x, &x, &x, &x], [&sums, &sums, &sums, &sums]);
         assert!(
             four.iter()

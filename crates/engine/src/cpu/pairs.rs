@@ -58,6 +58,7 @@ pub fn available() -> bool {
             std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::arch::is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -186,7 +187,7 @@ mod x86 {
     ///
     /// # Safety
     /// As there.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,f16c")]
     pub unsafe fn expand_column(
         w: &BlockMatrix,
         r0: usize,
@@ -253,7 +254,7 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,f16c")]
     unsafe fn q4_block(block: &Q4Block, out: *mut u16) {
         // SAFETY: `block.qs` is 16 bytes; `out` has room for 32 values (the caller's contract).
         unsafe {

@@ -152,7 +152,13 @@ mod x86 {
                         _mm256_and_si256(_mm256_blend_epi32::<0xF0>(v, shifted), low)
                     },
                 );
-                write_meta(group, out.as_mut_ptr(), |l| b[l].scale, |l| b[l].min, false);
+                write_meta(
+                    group,
+                    out.as_mut_ptr(),
+                    |l| b[l].scale(),
+                    |l| b[l].min(),
+                    false,
+                );
             }
         }
     }

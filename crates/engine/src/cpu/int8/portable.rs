@@ -31,8 +31,8 @@ pub fn lay_out(
                         }
                     })
                 },
-                |b| blocks[at(b)].scale,
-                |b| blocks[at(b)].min,
+                |b| blocks[at(b)].scale(),
+                |b| blocks[at(b)].min(),
                 false,
                 laid,
             ),
