@@ -91,17 +91,13 @@ impl Linear {
         device: Device,
         kind: Kind,
     ) -> Linear {
-        let bias = bias.map(|b| b.to_device(device).to_kind(kind));
         let (out, inp) = raw.shape();
         if device == Device::Cpu && mode != QuantMode::None && cpu::available() && inp % 32 == 0 {
             if let Some(matrix) = cpu_blocks(raw.shallow_clone(), mode) {
-                return Linear::Blocks {
-                    matrix,
-                    bias,
-                    products: cpu::Products::DEFAULT,
-                };
+                return Linear::from_blocks(matrix, bias, device, kind);
             }
         }
+        let bias = bias.map(|b| b.to_device(device).to_kind(kind));
         let int4_ok = out % 16 == 0 && inp % INT4_GROUP as i64 == 0;
         match (mode, raw) {
             (QuantMode::None, raw) => dense(raw.dequantize(), bias, device, kind),
@@ -119,6 +115,20 @@ impl Linear {
                 kind,
             ),
             (_, raw) => int8(&raw.dequantize(), bias, device, kind),
+        }
+    }
+
+    /// A layer whose weight is already CPU blocks.
+    pub fn from_blocks(
+        matrix: cpu::BlockMatrix,
+        bias: Option<Tensor>,
+        device: Device,
+        kind: Kind,
+    ) -> Linear {
+        Linear::Blocks {
+            matrix,
+            bias: bias.map(|b| b.to_device(device).to_kind(kind)),
+            products: cpu::Products::DEFAULT,
         }
     }
 

@@ -184,6 +184,20 @@ impl GgufFile {
         let _ = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) };
     }
 
+    /// Calls `read` with a tensor's info and raw bytes (as [`GgufFile::tensor_bytes`]), then
+    /// hands the file's pages back as the decoding accessors do: for callers that decode a
+    /// block format themselves.
+    pub fn with_tensor_bytes<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&TensorInfo, &[u8]) -> T,
+    ) -> Result<T> {
+        let info = self.tensor(name)?;
+        let value = read(info, self.tensor_bytes(info));
+        self.release();
+        Ok(value)
+    }
+
     /// The tensor's values as f32, row-major in [`TensorInfo::shape`] order.
     /// Supports F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {

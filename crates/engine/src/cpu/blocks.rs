@@ -96,6 +96,26 @@ pub struct Q8Block {
 
 pub const BLOCK: usize = 32;
 
+/// The GGUF block formats a [`BlockMatrix`] holds as they are stored.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgufBlocks {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl GgufBlocks {
+    /// Bytes of one 32-weight block in the file.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            GgufBlocks::Q4_0 => 18,
+            GgufBlocks::Q4_1 => 20,
+            GgufBlocks::Q8_0 => 34,
+        }
+    }
+}
+
 /// A weight matrix `[rows, cols]` stored as blocks, row after row.
 pub enum BlockMatrix {
     Q4 {
@@ -172,6 +192,125 @@ impl BlockMatrix {
             blocks.push(Q4Block::new(scales[b], mins[b], qs));
         }
         BlockMatrix::Q4 { rows, cols, blocks }
+    }
+
+    /// From a GGUF tensor's own bytes, for the formats whose blocks these are (Q4_1 byte for
+    /// byte; Q4_0 with `min = -8 scale`; Q8_0 with its scale widened): a load then makes no
+    /// unpacked copy of the codes. `None` for other formats. `bytes` must be the tensor's
+    /// `rows * cols / 32` blocks.
+    pub fn from_gguf_blocks(format: GgufBlocks, rows: usize, cols: usize, bytes: &[u8]) -> Self {
+        let count = rows * cols / BLOCK;
+        assert_eq!(
+            bytes.len(),
+            count * format.block_bytes(),
+            "{format:?} blocks"
+        );
+        let half = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+        let chunks = bytes.chunks_exact(format.block_bytes());
+        match format {
+            GgufBlocks::Q4_1 => BlockMatrix::Q4 {
+                rows,
+                cols,
+                blocks: chunks
+                    .map(|b| Q4Block {
+                        scale: half(b, 0),
+                        min: half(b, 2),
+                        qs: b[4..20].try_into().expect("16 code bytes"),
+                    })
+                    .collect(),
+            },
+            GgufBlocks::Q4_0 => BlockMatrix::Q4 {
+                rows,
+                cols,
+                blocks: chunks
+                    .map(|b| {
+                        let scale = half(b, 0);
+                        Q4Block {
+                            scale,
+                            // Exact: a power-of-two multiple of a half float.
+                            min: f32_to_f16(-8.0 * f16_to_f32(scale)),
+                            qs: b[2..18].try_into().expect("16 code bytes"),
+                        }
+                    })
+                    .collect(),
+            },
+            GgufBlocks::Q8_0 => BlockMatrix::Q8 {
+                rows,
+                cols,
+                blocks: chunks
+                    .map(|b| Q8Block {
+                        scale: f16_to_f32(half(b, 0)),
+                        qs: std::array::from_fn(|i| b[2 + i] as i8),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// The matrix with its rows in `order` (row `i` of the result is row `order[i]`).
+    pub fn permute_rows(self, order: &[usize]) -> Self {
+        assert_eq!(order.len(), self.rows());
+        let per_row = self.cols() / BLOCK;
+        fn reorder<B: Copy>(blocks: &[B], order: &[usize], per_row: usize) -> Vec<B> {
+            order
+                .iter()
+                .flat_map(|&r| &blocks[r * per_row..(r + 1) * per_row])
+                .copied()
+                .collect()
+        }
+        match self {
+            BlockMatrix::Q4 { rows, cols, blocks } => BlockMatrix::Q4 {
+                rows,
+                cols,
+                blocks: reorder(&blocks, order, per_row),
+            },
+            BlockMatrix::Q8 { rows, cols, blocks } => BlockMatrix::Q8 {
+                rows,
+                cols,
+                blocks: reorder(&blocks, order, per_row),
+            },
+        }
+    }
+
+    /// Matrices of one format and width stacked along the rows (fused q/k/v, gate/up); `None`
+    /// when their formats or widths differ.
+    pub fn stack_rows(parts: Vec<BlockMatrix>) -> Option<Self> {
+        let cols = parts.first()?.cols();
+        if parts.iter().any(|p| p.cols() != cols) {
+            return None;
+        }
+        let rows = parts.iter().map(|p| p.rows()).sum();
+        let total = rows * cols / BLOCK;
+        match &parts[0] {
+            BlockMatrix::Q4 { .. } => {
+                let mut all = Vec::with_capacity(total);
+                for part in parts {
+                    let BlockMatrix::Q4 { blocks, .. } = part else {
+                        return None;
+                    };
+                    all.extend_from_slice(&blocks);
+                }
+                Some(BlockMatrix::Q4 {
+                    rows,
+                    cols,
+                    blocks: all,
+                })
+            }
+            BlockMatrix::Q8 { .. } => {
+                let mut all = Vec::with_capacity(total);
+                for part in parts {
+                    let BlockMatrix::Q8 { blocks, .. } = part else {
+                        return None;
+                    };
+                    all.extend_from_slice(&blocks);
+                }
+                Some(BlockMatrix::Q8 {
+                    rows,
+                    cols,
+                    blocks: all,
+                })
+            }
+        }
     }
 
     /// From 8-bit codes with one scale per 32 columns.

@@ -9,10 +9,11 @@ mod host_step;
 use tch::{Device, Tensor};
 
 use crate::config::ModelConfig;
+use crate::cpu::BlockMatrix;
 use crate::error::Result;
 use crate::quant::{Linear, QuantMode};
 use crate::rope::Rope;
-use crate::weights::{unpermute_rope_rows, RawWeight, WeightSource};
+use crate::weights::{unpermute_rope_order, unpermute_rope_rows, RawWeight, WeightSource};
 use decoder::{Decoder, Layer};
 use embedding::Embedding;
 
@@ -70,12 +71,51 @@ pub fn load(
     };
     crate::memory::release_free_memory();
 
+    // A projection stacked from parts along its rows (q, k, v; gate, up), each part's rows
+    // un-permuted when llama.cpp interleaved them for rope (`Some(heads)`). On the CPU with the
+    // file's own quantization, parts stored as the kernels' blocks are built straight from the
+    // file's bytes and stacked: no unpacked codes, no concatenated copy of them.
+    let direct = device == Device::Cpu && mode == QuantMode::Auto && crate::cpu::available();
+    let projection = |parts: &[(String, Option<usize>)], bias: Option<Tensor>| -> Result<Linear> {
+        if direct {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for (name, heads) in parts {
+                let Some(matrix) = source.blocks(name)? else {
+                    break;
+                };
+                blocks.push(match heads {
+                    Some(heads) if interleaved => {
+                        matrix.permute_rows(&unpermute_rope_order(*heads, d))
+                    }
+                    _ => matrix,
+                });
+            }
+            if blocks.len() == parts.len() {
+                if let Some(matrix) = BlockMatrix::stack_rows(blocks) {
+                    return Ok(Linear::from_blocks(matrix, bias, device, kind));
+                }
+            }
+        }
+        let mut raws = Vec::with_capacity(parts.len());
+        for (name, heads) in parts {
+            let raw = source.matrix(name)?;
+            raws.push(match heads {
+                Some(heads) => unpermute(raw, *heads),
+                None => raw,
+            });
+        }
+        let raw = if raws.len() == 1 {
+            raws.pop().expect("one part")
+        } else {
+            RawWeight::cat_rows(raws)
+        };
+        Ok(Linear::build(raw, bias, mode, device, kind))
+    };
+
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let p = format!("model.layers.{i}");
-        let q = unpermute(source.matrix(&format!("{p}.self_attn.q_proj.weight"))?, h);
-        let k = unpermute(source.matrix(&format!("{p}.self_attn.k_proj.weight"))?, kvh);
-        let v = source.matrix(&format!("{p}.self_attn.v_proj.weight"))?;
+        let name = |tail: &str| format!("{p}.{tail}.weight");
         let qkv_bias = if config.architecture.qkv_bias() {
             let qb = unpermute_bias(source.vector(&format!("{p}.self_attn.q_proj.bias"))?, h);
             let kb = unpermute_bias(source.vector(&format!("{p}.self_attn.k_proj.bias"))?, kvh);
@@ -84,39 +124,23 @@ pub fn load(
         } else {
             None
         };
-        let gate = source.matrix(&format!("{p}.mlp.gate_proj.weight"))?;
-        let up = source.matrix(&format!("{p}.mlp.up_proj.weight"))?;
         layers.push(Layer {
-            attn_norm: vector(&format!("{p}.input_layernorm.weight"))?,
-            qkv: Linear::build(
-                RawWeight::cat_rows(vec![q, k, v]),
+            attn_norm: vector(&name("input_layernorm"))?,
+            qkv: projection(
+                &[
+                    (name("self_attn.q_proj"), Some(h)),
+                    (name("self_attn.k_proj"), Some(kvh)),
+                    (name("self_attn.v_proj"), None),
+                ],
                 qkv_bias,
-                mode,
-                device,
-                kind,
-            ),
-            o: Linear::build(
-                source.matrix(&format!("{p}.self_attn.o_proj.weight"))?,
+            )?,
+            o: projection(&[(name("self_attn.o_proj"), None)], None)?,
+            mlp_norm: vector(&name("post_attention_layernorm"))?,
+            gate_up: projection(
+                &[(name("mlp.gate_proj"), None), (name("mlp.up_proj"), None)],
                 None,
-                mode,
-                device,
-                kind,
-            ),
-            mlp_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
-            gate_up: Linear::build(
-                RawWeight::cat_rows(vec![gate, up]),
-                None,
-                mode,
-                device,
-                kind,
-            ),
-            down: Linear::build(
-                source.matrix(&format!("{p}.mlp.down_proj.weight"))?,
-                None,
-                mode,
-                device,
-                kind,
-            ),
+            )?,
+            down: projection(&[(name("mlp.down_proj"), None)], None)?,
         });
         // The layer's transient copies, freed, would otherwise stay in the allocator's arenas
         // and pile up over the load.

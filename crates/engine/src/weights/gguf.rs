@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use super::{RawWeight, WeightSource};
 use crate::config::Architecture;
+use crate::cpu::{BlockMatrix, GgufBlocks};
 use crate::error::{EngineError, Result};
 
 pub struct GgufWeights<'a> {
@@ -102,6 +103,21 @@ impl WeightSource for GgufWeights<'_> {
                 RawWeight::Float(Tensor::from_slice(&self.file.dequantize(&g)?).view([rows, cols]))
             }
         })
+    }
+
+    fn blocks(&self, name: &str) -> Result<Option<BlockMatrix>> {
+        let g = gguf_name(name);
+        let format = match self.file.tensor(&g)?.ggml_type {
+            GgmlType::Q4_0 => GgufBlocks::Q4_0,
+            GgmlType::Q4_1 => GgufBlocks::Q4_1,
+            GgmlType::Q8_0 => GgufBlocks::Q8_0,
+            _ => return Ok(None),
+        };
+        let (rows, cols) = self.shape2(&g)?;
+        let matrix = self.file.with_tensor_bytes(&g, |_, bytes| {
+            BlockMatrix::from_gguf_blocks(format, rows as usize, cols as usize, bytes)
+        })?;
+        Ok(Some(matrix))
     }
 
     fn vector(&self, name: &str) -> Result<Tensor> {

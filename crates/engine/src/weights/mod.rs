@@ -7,13 +7,14 @@ mod raw;
 mod safetensors;
 
 pub use gguf::GgufWeights;
-pub use raw::{unpermute_rope_rows, RawWeight};
+pub use raw::{unpermute_rope_order, unpermute_rope_rows, RawWeight};
 pub use safetensors::SafetensorsWeights;
 
 use std::path::Path;
 
 use tch::Tensor;
 
+use crate::cpu::BlockMatrix;
 use crate::error::Result;
 
 pub trait WeightSource {
@@ -22,6 +23,12 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// A 2-D weight `[out, in]` in the form the file stores it.
     fn matrix(&self, name: &str) -> Result<RawWeight>;
+    /// The same weight as the CPU kernels' blocks, built straight from the file's bytes, where
+    /// the file stores it in a format those blocks are (GGUF's Q4_0, Q4_1, Q8_0); `None`
+    /// otherwise. Building from the bytes skips `matrix`'s unpacked codes and their copies.
+    fn blocks(&self, _name: &str) -> Result<Option<BlockMatrix>> {
+        Ok(None)
+    }
     /// A 1-D tensor (norm weights, biases) as `f32`.
     fn vector(&self, name: &str) -> Result<Tensor>;
     /// True when q/k projection rows are in llama.cpp's interleaved rope order.

@@ -160,17 +160,26 @@ fn first_group(parts: &[RawWeight]) -> Option<usize> {
 /// (pairs `(2i, 2i+1)` rotate together) back into HuggingFace's half-split layout (`i` and
 /// `i + d/2` rotate together). `rows = n_heads * head_dim`.
 pub fn unpermute_rope_rows(n_heads: usize, head_dim: usize) -> Tensor {
+    let order: Vec<i64> = unpermute_rope_order(n_heads, head_dim)
+        .into_iter()
+        .map(|r| r as i64)
+        .collect();
+    Tensor::from_slice(&order)
+}
+
+/// [`unpermute_rope_rows`] as row numbers.
+pub fn unpermute_rope_order(n_heads: usize, head_dim: usize) -> Vec<usize> {
     let half = head_dim / 2;
-    let mut perm = Vec::with_capacity(n_heads * head_dim);
+    let mut order = Vec::with_capacity(n_heads * head_dim);
     for h in 0..n_heads {
-        let base = (h * head_dim) as i64;
+        let base = h * head_dim;
         // HF row (h, j) for j < half came from interleaved row 2j; for j >= half from 2(j-half)+1.
         for j in 0..head_dim {
             let src = if j < half { 2 * j } else { 2 * (j - half) + 1 };
-            perm.push(base + src as i64);
+            order.push(base + src);
         }
     }
-    Tensor::from_slice(&perm)
+    order
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! A GGUF file's Q4_0/Q4_1/Q8_0 tensors are built into the CPU kernels' blocks straight from
+//! their bytes (`WeightSource::blocks`), skipping the unpacked codes of `WeightSource::matrix`.
+//! Both ways must give the same blocks: checked on every projection of two of SmolLM2's
+//! layers, rope-interleaved q/k rows and the fused q/k/v and gate/up stacks included.
+
+mod common;
+
+use beamline_engine::config::Architecture;
+use beamline_engine::cpu::BlockMatrix;
+use beamline_engine::quant::{Linear, QuantMode};
+use beamline_engine::weights::{
+    unpermute_rope_order, unpermute_rope_rows, GgufWeights, RawWeight, WeightSource,
+};
+use beamline_gguf::GgufFile;
+use tch::{Device, Kind};
+
+/// The blocks the existing path builds: the unpacked codes, permuted and concatenated as
+/// tensors, then turned into blocks.
+fn through_codes(source: &GgufWeights, parts: &[(String, Option<usize>)], d: usize) -> Vec<f32> {
+    let raws: Vec<RawWeight> = parts
+        .iter()
+        .map(|(name, heads)| {
+            let raw = source.matrix(name).expect("matrix");
+            match heads {
+                Some(h) => raw.permute_rows(&unpermute_rope_rows(*h, d)),
+                None => raw,
+            }
+        })
+        .collect();
+    match Linear::build(
+        RawWeight::cat_rows(raws),
+        None,
+        QuantMode::Auto,
+        Device::Cpu,
+        Kind::Float,
+    ) {
+        Linear::Blocks { matrix, .. } => matrix.to_f32(),
+        _ => panic!("the CPU path holds GGUF blocks as blocks"),
+    }
+}
+
+/// The same from the file's bytes, permuted and stacked as blocks.
+fn from_bytes(source: &GgufWeights, parts: &[(String, Option<usize>)], d: usize) -> Vec<f32> {
+    let blocks = parts
+        .iter()
+        .map(|(name, heads)| {
+            let matrix = source.blocks(name).expect("read").expect("a block format");
+            match heads {
+                Some(h) => matrix.permute_rows(&unpermute_rope_order(*h, d)),
+                None => matrix,
+            }
+        })
+        .collect();
+    BlockMatrix::stack_rows(blocks)
+        .expect("one format")
+        .to_f32()
+}
+
+#[test]
+fn blocks_from_the_files_bytes_equal_blocks_from_its_codes() {
+    let file = GgufFile::open(&common::model_path()).expect("open the test model");
+    let source = GgufWeights::new(&file, Architecture::Llama);
+    assert!(
+        source.rope_interleaved(),
+        "llama.cpp interleaves SmolLM2's q/k rows"
+    );
+    let config = common::lock(common::engine_q4()).config().clone();
+    let (h, kvh, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
+    for layer in [0, config.num_layers - 1] {
+        let name = |tail: &str| format!("model.layers.{layer}.{tail}.weight");
+        let projections: [Vec<(String, Option<usize>)>; 4] = [
+            vec![
+                (name("self_attn.q_proj"), Some(h)),
+                (name("self_attn.k_proj"), Some(kvh)),
+                (name("self_attn.v_proj"), None),
+            ],
+            vec![(name("self_attn.o_proj"), None)],
+            vec![(name("mlp.gate_proj"), None), (name("mlp.up_proj"), None)],
+            vec![(name("mlp.down_proj"), None)],
+        ];
+        for parts in &projections {
+            let want = through_codes(&source, parts, d);
+            let got = from_bytes(&source, parts, d);
+            assert_eq!(got.len(), want.len(), "{}", parts[0].0);
+            assert!(got == want, "{}: the blocks differ", parts[0].0);
+        }
+    }
+    // The token table is Q8_0 in this file.
+    let table = "model.embed_tokens.weight".to_string();
+    let want = match Linear::build(
+        source.matrix(&table).expect("matrix"),
+        None,
+        QuantMode::Auto,
+        Device::Cpu,
+        Kind::Float,
+    ) {
+        Linear::Blocks { matrix, .. } => matrix.to_f32(),
+        _ => panic!("the token table as blocks"),
+    };
+    let got = source.blocks(&table).expect("read").expect("Q8_0").to_f32();
+    assert!(got == want, "the Q8_0 token table differs");
+}
+
+/// Each format's blocks hold exactly the values the GGUF reader dequantizes the bytes to.
+#[test]
+fn blocks_from_bytes_dequantize_like_the_reader() {
+    use beamline_engine::cpu::GgufBlocks;
+    use beamline_gguf::write::GgufWriter;
+    use beamline_gguf::GgmlType;
+    let (rows, cols) = (6, 96);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+        .collect();
+    for (ty, format) in [
+        (GgmlType::Q4_0, GgufBlocks::Q4_0),
+        (GgmlType::Q4_1, GgufBlocks::Q4_1),
+        (GgmlType::Q8_0, GgufBlocks::Q8_0),
+    ] {
+        let mut w = GgufWriter::new();
+        w.add_tensor("w", &[rows, cols], &values, ty).expect("add");
+        let file = GgufFile::from_bytes("blocks.gguf", w.to_bytes()).expect("parse");
+        let want = file.dequantize("w").expect("dequantize");
+        let got = file
+            .with_tensor_bytes("w", |_, bytes| {
+                BlockMatrix::from_gguf_blocks(format, rows, cols, bytes)
+            })
+            .expect("bytes")
+            .to_f32();
+        assert_eq!(got, want, "{format:?}");
+    }
+}
