@@ -27,13 +27,12 @@ fn through_codes(source: &GgufWeights, parts: &[(String, Option<usize>)], d: usi
             }
         })
         .collect();
-    match Linear::build(
-        RawWeight::cat_rows(raws),
-        None,
-        QuantMode::Auto,
-        Device::Cpu,
-        Kind::Float,
-    ) {
+    blocks_of(RawWeight::cat_rows(raws))
+}
+
+/// What `Linear::build` makes of `raw` in the default mode on the CPU: blocks, as floats.
+fn blocks_of(raw: RawWeight) -> Vec<f32> {
+    match Linear::build(raw, None, QuantMode::Auto, Device::Cpu, Kind::Float) {
         Linear::Blocks { matrix, .. } => matrix.to_f32(),
         _ => panic!("the CPU path holds GGUF blocks as blocks"),
     }
@@ -87,16 +86,7 @@ fn blocks_from_the_files_bytes_equal_blocks_from_its_codes() {
     }
     // The token table is Q8_0 in this file.
     let table = "model.embed_tokens.weight".to_string();
-    let want = match Linear::build(
-        source.matrix(&table).expect("matrix"),
-        None,
-        QuantMode::Auto,
-        Device::Cpu,
-        Kind::Float,
-    ) {
-        Linear::Blocks { matrix, .. } => matrix.to_f32(),
-        _ => panic!("the token table as blocks"),
-    };
+    let want = blocks_of(source.matrix(&table).expect("matrix"));
     let got = source.blocks(&table).expect("read").expect("Q8_0").to_f32();
     assert!(got == want, "the Q8_0 token table differs");
 }

@@ -280,37 +280,35 @@ impl BlockMatrix {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows()).sum();
-        let total = rows * cols / BLOCK;
-        match &parts[0] {
-            BlockMatrix::Q4 { .. } => {
-                let mut all = Vec::with_capacity(total);
-                for part in parts {
-                    let BlockMatrix::Q4 { blocks, .. } = part else {
-                        return None;
-                    };
-                    all.extend_from_slice(&blocks);
-                }
-                Some(BlockMatrix::Q4 {
-                    rows,
-                    cols,
-                    blocks: all,
-                })
+        /// Every part's blocks, one after the other, when `blocks` finds them in each part.
+        fn stacked<B: Copy>(
+            parts: Vec<BlockMatrix>,
+            blocks: impl Fn(BlockMatrix) -> Option<Vec<B>>,
+        ) -> Option<Vec<B>> {
+            let mut all = Vec::new();
+            for part in parts {
+                all.extend_from_slice(&blocks(part)?);
             }
-            BlockMatrix::Q8 { .. } => {
-                let mut all = Vec::with_capacity(total);
-                for part in parts {
-                    let BlockMatrix::Q8 { blocks, .. } = part else {
-                        return None;
-                    };
-                    all.extend_from_slice(&blocks);
-                }
-                Some(BlockMatrix::Q8 {
-                    rows,
-                    cols,
-                    blocks: all,
-                })
-            }
+            Some(all)
         }
+        Some(match parts[0] {
+            BlockMatrix::Q4 { .. } => BlockMatrix::Q4 {
+                rows,
+                cols,
+                blocks: stacked(parts, |p| match p {
+                    BlockMatrix::Q4 { blocks, .. } => Some(blocks),
+                    BlockMatrix::Q8 { .. } => None,
+                })?,
+            },
+            BlockMatrix::Q8 { .. } => BlockMatrix::Q8 {
+                rows,
+                cols,
+                blocks: stacked(parts, |p| match p {
+                    BlockMatrix::Q8 { blocks, .. } => Some(blocks),
+                    BlockMatrix::Q4 { .. } => None,
+                })?,
+            },
+        })
     }
 
     /// From 8-bit codes with one scale per 32 columns.
