@@ -14,7 +14,8 @@
 //! to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
 //!
 //! # Layout
-//! - `blocks`: the block formats and building them from codes or floats.
+//! - `blocks`: the block formats and building them from codes, floats or a GGUF file's bytes.
+//! - `half`: half-float conversions for the 4-bit blocks' scales.
 //! - `dot`: one weight row · one float activation row: AVX-512 (the codes index a table of the
 //!   block's sixteen weights), AVX2 and portable versions.
 //! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
@@ -37,6 +38,7 @@ pub mod dpbf16;
 pub mod elementwise;
 mod expand;
 mod gemm;
+mod half;
 pub mod int8;
 mod matmul;
 mod pairs;
