@@ -233,6 +233,34 @@ impl GgufFile {
         Ok(groups)
     }
 
+    /// Calls `visit` with each group of a Q4_0, Q4_1 or Q4_K tensor in row-major order (its
+    /// codes, one per byte, then its scale and min, as in [`GgufFile::int4_groups`]), one block
+    /// decoded at a time: for callers that repack the groups and would otherwise hold the whole
+    /// tensor's unpacked codes (a byte per weight) beside their own copy.
+    pub fn for_each_int4_group(
+        &self,
+        name: &str,
+        visit: impl FnMut(&[u8], f32, f32),
+    ) -> Result<()> {
+        let info = self.tensor(name)?;
+        let f = dequant::int4_format(info.ggml_type)
+            .ok_or_else(|| self.unsupported(info, "Q4_0, Q4_1, Q4_K for 4-bit groups"))?;
+        groups::visit_int4_groups(f, self.tensor_bytes(info), visit);
+        self.release();
+        Ok(())
+    }
+
+    /// As [`GgufFile::for_each_int4_group`], for a Q8_0 (groups of 32) or Q6_K (groups of 16)
+    /// tensor's signed codes and scales, as in [`GgufFile::int8_groups`].
+    pub fn for_each_int8_group(&self, name: &str, visit: impl FnMut(&[i8], f32)) -> Result<()> {
+        let info = self.tensor(name)?;
+        let f = dequant::int8_format(info.ggml_type)
+            .ok_or_else(|| self.unsupported(info, "Q8_0, Q6_K for 8-bit groups"))?;
+        groups::visit_int8_groups(f, self.tensor_bytes(info), visit);
+        self.release();
+        Ok(())
+    }
+
     fn unsupported(&self, info: &TensorInfo, supported: &'static str) -> GgufError {
         GgufError::UnsupportedType {
             path: self.path.clone(),

@@ -136,3 +136,38 @@ pub(crate) fn int8_groups(f: &Int8Format, src: &[u8], rows: usize, cols: usize) 
         scales,
     }
 }
+
+/// Calls `visit` with every group of `src` in row-major order: its codes (one per byte) and its
+/// affine pair, decoding one block at a time instead of the whole tensor's codes.
+pub(crate) fn visit_int4_groups(
+    f: &Int4Format,
+    src: &[u8],
+    mut visit: impl FnMut(&[u8], f32, f32),
+) {
+    let per_block = f.block_elems / f.group;
+    let (mut codes, mut scales, mut mins) = ([0u8; 256], [0f32; 8], [0f32; 8]);
+    let (codes, scales, mins) = (
+        &mut codes[..f.block_elems],
+        &mut scales[..per_block],
+        &mut mins[..per_block],
+    );
+    for block in src.chunks_exact(f.block_bytes) {
+        (f.decode)(block, codes, scales, mins);
+        for (g, c) in codes.chunks_exact(f.group).enumerate() {
+            visit(c, scales[g], mins[g]);
+        }
+    }
+}
+
+/// As [`visit_int4_groups`], for the 8-bit-code formats.
+pub(crate) fn visit_int8_groups(f: &Int8Format, src: &[u8], mut visit: impl FnMut(&[i8], f32)) {
+    let per_block = f.block_elems / f.group;
+    let (mut codes, mut scales) = ([0i8; 256], [0f32; 16]);
+    let (codes, scales) = (&mut codes[..f.block_elems], &mut scales[..per_block]);
+    for block in src.chunks_exact(f.block_bytes) {
+        (f.decode)(block, codes, scales);
+        for (g, c) in codes.chunks_exact(f.group).enumerate() {
+            visit(c, scales[g]);
+        }
+    }
+}

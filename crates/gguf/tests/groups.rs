@@ -123,3 +123,41 @@ fn groups_refuse_other_types_with_the_tensor_named() {
         Err(GgufError::MissingTensor { .. })
     ));
 }
+
+/// The visitors hand over the same groups, in the same order, as the whole-tensor accessors.
+#[test]
+fn visited_groups_equal_the_whole_tensor_groups() {
+    let f = file();
+    for name in ["Q4_0", "Q4_1", "Q4_K"] {
+        let whole = f.int4_groups(name).expect(name);
+        let (mut codes, mut scales, mut mins) = (Vec::new(), Vec::new(), Vec::new());
+        f.for_each_int4_group(name, |c, s, m| {
+            assert_eq!(c.len(), whole.group_size, "{name}");
+            codes.extend_from_slice(c);
+            scales.push(s);
+            mins.push(m);
+        })
+        .expect(name);
+        assert_eq!(codes, whole.codes, "{name}");
+        assert_bits_equal(name, &scales, &whole.scales);
+        assert_bits_equal(name, &mins, &whole.mins);
+    }
+    for name in ["Q8_0", "Q6_K"] {
+        let whole = f.int8_groups(name).expect(name);
+        let (mut codes, mut scales) = (Vec::new(), Vec::new());
+        f.for_each_int8_group(name, |c, s| {
+            assert_eq!(c.len(), whole.group_size, "{name}");
+            codes.extend_from_slice(c);
+            scales.push(s);
+        })
+        .expect(name);
+        assert_eq!(codes, whole.codes, "{name}");
+        assert_bits_equal(name, &scales, &whole.scales);
+    }
+    let e = f
+        .for_each_int4_group("Q6_K", |_, _, _| {})
+        .expect_err("Q6_K");
+    assert!(matches!(e, GgufError::UnsupportedType { .. }), "{e}");
+    let e = f.for_each_int8_group("Q4_K", |_, _| {}).expect_err("Q4_K");
+    assert!(matches!(e, GgufError::UnsupportedType { .. }), "{e}");
+}

@@ -208,6 +208,61 @@ fn every_writer_tensor_type_round_trips_within_its_error() {
     }
 }
 
+/// The K-quant writers (super-blocks of 256) reconstruct every value within half a step of its
+/// sub-block, where a step may exceed the sub-block's own by one unit of the super-block's
+/// 6-bit (Q4_K) or 8-bit (Q6_K) scale grid, and Q4_K's offset by half a unit of its min grid.
+#[test]
+fn k_quant_writers_round_trip_within_their_error() {
+    let mut rng = Rng::new(11);
+    let shape = [3usize, 512];
+    let n = 3 * 512;
+    let mut src = rng.weights(n);
+    // A super-block of one sign and one of constants, beside the random ones.
+    src[256..512].iter_mut().for_each(|x| *x = x.abs() + 0.01);
+    src[512..768].iter_mut().for_each(|x| *x = -0.125);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let mut w = GgufWriter::new();
+        w.add_tensor("w", &shape, &src, ty).expect("add");
+        let f = GgufFile::from_bytes("k.gguf", w.to_bytes()).expect("parse");
+        assert_eq!(
+            f.tensor_bytes(f.tensor("w").expect("w")).len(),
+            n / 256 * ty.type_size()
+        );
+        let got = f.dequantize("w").expect("dequantize");
+        assert!(got != src, "{ty:?} came back bit-exact");
+        for (b, (src, got)) in src.chunks(256).zip(got.chunks(256)).enumerate() {
+            let sub = if ty == GgmlType::Q4_K { 32 } else { 16 };
+            let step = |s: &[f32]| {
+                let lo = s.iter().fold(0f32, |a, &x| a.min(x));
+                let hi = s.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                let amax = s.iter().fold(0f32, |a, &x| a.max(x.abs()));
+                if ty == GgmlType::Q4_K {
+                    ((hi - lo) / 15.0, -lo)
+                } else {
+                    (amax / 31.0, 0.0)
+                }
+            };
+            let (max_step, max_offset) = src
+                .chunks(sub)
+                .map(step)
+                .fold((0f32, 0f32), |(a, b), (s, o)| (a.max(s), b.max(o)));
+            let grid = if ty == GgmlType::Q4_K { 63.0 } else { 127.0 };
+            for (g, (s, y)) in src.chunks(sub).zip(got.chunks(sub)).enumerate() {
+                let own = step(s).0;
+                let tol =
+                    (own + max_step / grid) * 0.5 * 1.002 + max_offset / 63.0 * 0.5 * 1.002 + 1e-7;
+                for (x, y) in s.iter().zip(y) {
+                    let e = (x - y).abs();
+                    assert!(
+                        e <= tol,
+                        "{ty:?} super-block {b} group {g}: |{x} - {y}| = {e} > {tol}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn version_2_and_custom_alignment_are_read() {
     let mut w = GgufWriter::new();
@@ -241,7 +296,10 @@ fn writer_rejects_bad_tensors() {
         .add_tensor("x", &[2, 16], &[0.0; 32], GgmlType::Q8_0)
         .is_err());
     assert!(w
-        .add_tensor("x", &[256], &[0.0; 256], GgmlType::Q4_K)
+        .add_tensor("x", &[256], &[0.0; 256], GgmlType::Q5_K)
+        .is_err());
+    assert!(w
+        .add_tensor("x", &[2, 128], &[0.0; 256], GgmlType::Q4_K)
         .is_err());
 }
 

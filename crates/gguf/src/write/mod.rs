@@ -49,7 +49,7 @@ pub enum WriteError {
         ty: String,
         block: usize,
     },
-    #[error("tensor '{name}': the writer cannot quantize to {ty} (it writes F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error("tensor '{name}': the writer cannot quantize to {ty} (it writes F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)")]
     UnsupportedType { name: String, ty: String },
     #[error("metadata key '{key}': array elements must all have the same kind")]
     MixedArray { key: String },
@@ -133,7 +133,7 @@ impl GgufWriter {
 
     /// Adds a tensor of `shape` (PyTorch order, as [`crate::TensorInfo::shape`]
     /// returns it) from row-major `data`, stored as `ty`: one of F32, F16,
-    /// BF16, Q8_0, Q4_0, Q4_1.
+    /// BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K.
     pub fn add_tensor(
         &mut self,
         name: &str,
@@ -168,6 +168,8 @@ impl GgufWriter {
             GgmlType::Q8_0 => quantize::q8_0_bytes(data, &mut bytes),
             GgmlType::Q4_0 => quantize::q4_0_bytes(data, &mut bytes),
             GgmlType::Q4_1 => quantize::q4_1_bytes(data, &mut bytes),
+            GgmlType::Q4_K => quantize::q4_k_bytes(data, &mut bytes),
+            GgmlType::Q6_K => quantize::q6_k_bytes(data, &mut bytes),
             other => {
                 return Err(WriteError::UnsupportedType {
                     name: name.into(),
