@@ -5,10 +5,17 @@ model larger than the 135M test model (memory does not depend on the weights' va
 The tokenizer, chat template and general metadata are copied from a donor GGUF (the test
 model), so the result loads, tokenizes and generates like a real model; the shape comes from
 the flags (defaults: Llama 3.2 1B's layer shape with the donor's vocabulary, about 1.07B
-parameters). Projections are Q4_1, the token table Q8_0 and tied to the output, as in the
-donor's file; norms float32.
+parameters). Norms are float32; the quantization follows `--scheme`:
+
+- `q4_1` (default): projections Q4_1, the token table Q8_0 and tied to the output, as in the
+  donor's file;
+- `q4_k_m`: as llama.cpp's Q4_K_M, the layout of most published GGUFs: projections Q4_K, v and
+  down Q6_K in the first and last eighth of the layers and every third in between, an untied
+  Q6_K output layer and a Q4_K token table. gguf-py has no K-quant quantizer, so these tensors
+  are random bytes with small half-float scales (what is measured does not depend on them).
 
     .venv/bin/python scripts/make_random_gguf.py --out /tmp/llama-1b-q4_1.gguf
+    .venv/bin/python scripts/make_random_gguf.py --scheme q4_k_m --out /tmp/llama-1b-q4_k_m.gguf
 """
 import argparse
 
@@ -42,6 +49,7 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--context", type=int, help="context length to claim (default: the donor's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scheme", choices=("q4_1", "q4_k_m"), default="q4_1")
     args = ap.parse_args()
 
     reader = gguf.GGUFReader(args.donor)
@@ -63,24 +71,43 @@ def main():
     Q4_1, Q8_0, F32 = (gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q8_0,
                        gguf.GGMLQuantizationType.F32)
 
+    Q4_K, Q6_K = gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K
+    # Super-block bytes, and where its half-float scales lie.
+    K_LAYOUT = {Q4_K: (144, (0, 2)), Q6_K: (210, (208,))}
+
     def add(name, rows, cols, qtype):
+        if qtype in K_LAYOUT:
+            size, scales_at = K_LAYOUT[qtype]
+            blocks = rng.integers(0, 256, (rows, cols // 256, size), dtype=np.uint8)
+            for at in scales_at:
+                blocks[:, :, at:at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), dtype=np.uint8)
+            writer.add_tensor(name, blocks.reshape(rows, -1), raw_dtype=qtype)
+            return
         values = rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
         writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
 
-    add("token_embd.weight", vocab, args.hidden, Q8_0)
+    k_quants = args.scheme == "q4_k_m"
+    proj = Q4_K if k_quants else Q4_1
+    add("token_embd.weight", vocab, args.hidden, Q4_K if k_quants else Q8_0)
+    if k_quants:
+        add("output.weight", vocab, args.hidden, Q6_K)
     writer.add_tensor("output_norm.weight", np.ones(args.hidden, dtype=np.float32), raw_dtype=F32)
     kv = args.kv_heads * head_dim
     for i in range(args.layers):
         print(f"layer {i + 1}/{args.layers}", flush=True)
+        n = args.layers
+        # llama.cpp's use_more_bits: the first and last eighth, and every third in between.
+        more_bits = i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+        wide = Q6_K if k_quants and more_bits else proj
         for norm in ("attn_norm", "ffn_norm"):
             writer.add_tensor(f"blk.{i}.{norm}.weight", np.ones(args.hidden, dtype=np.float32), raw_dtype=F32)
-        add(f"blk.{i}.attn_q.weight", args.hidden, args.hidden, Q4_1)
-        add(f"blk.{i}.attn_k.weight", kv, args.hidden, Q4_1)
-        add(f"blk.{i}.attn_v.weight", kv, args.hidden, Q4_1)
-        add(f"blk.{i}.attn_output.weight", args.hidden, args.hidden, Q4_1)
-        add(f"blk.{i}.ffn_gate.weight", args.intermediate, args.hidden, Q4_1)
-        add(f"blk.{i}.ffn_up.weight", args.intermediate, args.hidden, Q4_1)
-        add(f"blk.{i}.ffn_down.weight", args.hidden, args.intermediate, Q4_1)
+        add(f"blk.{i}.attn_q.weight", args.hidden, args.hidden, proj)
+        add(f"blk.{i}.attn_k.weight", kv, args.hidden, proj)
+        add(f"blk.{i}.attn_v.weight", kv, args.hidden, wide)
+        add(f"blk.{i}.attn_output.weight", args.hidden, args.hidden, proj)
+        add(f"blk.{i}.ffn_gate.weight", args.intermediate, args.hidden, proj)
+        add(f"blk.{i}.ffn_up.weight", args.intermediate, args.hidden, proj)
+        add(f"blk.{i}.ffn_down.weight", args.hidden, args.intermediate, wide)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=True)

@@ -119,3 +119,46 @@ fn blocks_from_bytes_dequantize_like_the_reader() {
         assert_eq!(got, want, "{format:?}");
     }
 }
+
+/// Q4_K and Q6_K are not the kernels' blocks byte for byte: Q4_K's 32-wide groups get their
+/// scales and mins rounded to half floats, Q6_K's pairs of 16-wide groups are rounded to one
+/// 8-bit block. Built from the bytes a super-block at a time, they must equal what the
+/// whole-tensor path (`matrix`, then `Linear::build`) makes, and stay within that rounding of
+/// the reader's values.
+#[test]
+fn k_quant_blocks_from_bytes_equal_the_converted_groups() {
+    use beamline_gguf::write::GgufWriter;
+    use beamline_gguf::GgmlType;
+    let (rows, cols) = (5, 512);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 % 1009) as f32 - 504.0) * 1e-4 * (1.0 + (i / 256) as f32))
+        .collect();
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let mut w = GgufWriter::new();
+        w.add_tensor("w", &[rows, cols], &values, ty).expect("add");
+        let file = GgufFile::from_bytes("k.gguf", w.to_bytes()).expect("parse");
+        let source = GgufWeights::new(&file, Architecture::Llama);
+        let want = blocks_of(source.matrix("w").expect("matrix"));
+        let got = source.blocks("w").expect("read").expect("a block format");
+        assert_eq!((got.rows(), got.cols()), (rows, cols), "{ty:?}");
+        let got = got.to_f32();
+        assert!(
+            got == want,
+            "{ty:?}: the blocks differ from the converted groups"
+        );
+        let exact = file.dequantize("w").expect("dequantize");
+        for (b, (x, y)) in exact.chunks(32).zip(got.chunks(32)).enumerate() {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let tol = match ty {
+                // Scale and min each off by at most 2^-11 relative (15 steps span at most
+                // about twice the largest magnitude, the min at most about one).
+                GgmlType::Q4_K => 4.0 * amax * 2f32.powi(-11) + 1e-7,
+                // Half a step of the 8-bit block.
+                _ => amax / 127.0 * 0.5 * 1.001 + 1e-7,
+            };
+            for (x, y) in x.iter().zip(y) {
+                assert!((x - y).abs() <= tol, "{ty:?} block {b}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -29,12 +29,32 @@ impl Q4Block {
         }
     }
 
+    /// A block from 32 codes (values 0..=15, one per byte) and its scale and min.
+    pub fn from_codes(codes: &[u8], scale: f32, min: f32) -> Q4Block {
+        assert_eq!(codes.len(), BLOCK, "a block's codes");
+        let qs = std::array::from_fn(|j| (codes[j] & 0x0F) | ((codes[j + 16] & 0x0F) << 4));
+        Q4Block::new(scale, min, qs)
+    }
+
     pub fn scale(&self) -> f32 {
         f16_to_f32(self.scale)
     }
 
     pub fn min(&self) -> f32 {
         f16_to_f32(self.min)
+    }
+
+    /// The block's 32 weights.
+    pub fn values(&self) -> [f32; BLOCK] {
+        let (scale, min) = (self.scale(), self.min());
+        std::array::from_fn(|i| {
+            let q = if i < 16 {
+                self.qs[i] & 0x0F
+            } else {
+                self.qs[i - 16] >> 4
+            };
+            q as f32 * scale + min
+        })
     }
 
     /// Scale and min in lanes 0 and 1 (the vector kernels' conversion, one instruction).
@@ -57,6 +77,30 @@ impl Q4Block {
 pub struct Q8Block {
     pub scale: f32,
     pub qs: [i8; 32],
+}
+
+impl Q8Block {
+    /// Quantizes 32 floats symmetrically: `scale = max|w| / 127`, codes rounded to nearest.
+    pub fn quantize(values: &[f32]) -> Q8Block {
+        assert_eq!(values.len(), BLOCK, "a block's values");
+        let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let qs = std::array::from_fn(|i| round_to_code(values[i] * inv));
+        Q8Block { scale, qs }
+    }
+}
+
+/// `x.round().clamp(-127.0, 127.0)` (halves away from zero) as a code, without the libm call
+/// that `round` is on baseline x86-64 (a fifth of a Q4_K_M model's load): `x - trunc(x)` is
+/// exact, so comparing it with one half decides as `round` does.
+#[inline]
+fn round_to_code(x: f32) -> i8 {
+    let x = x.clamp(-127.0, 127.0);
+    let t = x as i32;
+    let frac = x - t as f32;
+    // Comparisons as integers, not branches: which way a weight rounds is a coin toss.
+    (t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32) as i8
 }
 
 pub const BLOCK: usize = 32;
@@ -146,16 +190,11 @@ impl BlockMatrix {
         scales: &[f32],
         mins: &[f32],
     ) -> Self {
-        let per_row = cols / BLOCK;
-        let mut blocks = Vec::with_capacity(rows * per_row);
-        for b in 0..rows * per_row {
-            let c = &codes[b * BLOCK..(b + 1) * BLOCK];
-            let mut qs = [0u8; 16];
-            for j in 0..16 {
-                qs[j] = (c[j] & 0x0F) | ((c[j + 16] & 0x0F) << 4);
-            }
-            blocks.push(Q4Block::new(scales[b], mins[b], qs));
-        }
+        let blocks = codes
+            .chunks_exact(BLOCK)
+            .zip(scales.iter().zip(mins))
+            .map(|(c, (&scale, &min))| Q4Block::from_codes(c, scale, min))
+            .collect();
         BlockMatrix::Q4 { rows, cols, blocks }
     }
 
@@ -236,43 +275,56 @@ impl BlockMatrix {
         }
     }
 
-    /// Matrices of one format and width stacked along the rows (fused q/k/v, gate/up); `None`
-    /// when their formats or widths differ.
+    /// Matrices of one width stacked along the rows (fused q/k/v, gate/up); `None` when their
+    /// widths differ. When their formats differ (a Q4_K_M file's Q6_K v beside Q4_K q and k),
+    /// the 4-bit parts are rounded to 8-bit blocks ([`BlockMatrix::to_q8`]) rather than the 8-bit
+    /// parts to 4 bits: the file kept those parts wider for their accuracy.
     pub fn stack_rows(parts: Vec<BlockMatrix>) -> Option<Self> {
         let cols = parts.first()?.cols();
         if parts.iter().any(|p| p.cols() != cols) {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows()).sum();
-        /// Every part's blocks, one after the other, when `blocks` finds them in each part.
-        fn stacked<B: Copy>(
-            parts: Vec<BlockMatrix>,
-            blocks: impl Fn(BlockMatrix) -> Option<Vec<B>>,
-        ) -> Option<Vec<B>> {
+        if parts.iter().all(|p| matches!(p, BlockMatrix::Q4 { .. })) {
             let mut all = Vec::new();
             for part in parts {
-                all.extend_from_slice(&blocks(part)?);
+                if let BlockMatrix::Q4 { blocks, .. } = part {
+                    all.extend_from_slice(&blocks);
+                }
             }
-            Some(all)
+            return Some(BlockMatrix::Q4 {
+                rows,
+                cols,
+                blocks: all,
+            });
         }
-        Some(match parts[0] {
-            BlockMatrix::Q4 { .. } => BlockMatrix::Q4 {
-                rows,
-                cols,
-                blocks: stacked(parts, |p| match p {
-                    BlockMatrix::Q4 { blocks, .. } => Some(blocks),
-                    BlockMatrix::Q8 { .. } => None,
-                })?,
-            },
-            BlockMatrix::Q8 { .. } => BlockMatrix::Q8 {
-                rows,
-                cols,
-                blocks: stacked(parts, |p| match p {
-                    BlockMatrix::Q8 { blocks, .. } => Some(blocks),
-                    BlockMatrix::Q4 { .. } => None,
-                })?,
-            },
+        let mut all = Vec::new();
+        for part in parts {
+            if let BlockMatrix::Q8 { blocks, .. } = part.to_q8() {
+                all.extend_from_slice(&blocks);
+            }
+        }
+        Some(BlockMatrix::Q8 {
+            rows,
+            cols,
+            blocks: all,
         })
+    }
+
+    /// The matrix as 8-bit blocks: 4-bit blocks are dequantized and rounded (an error of at
+    /// most half an 8-bit step, `max|w| / 254`), 8-bit ones kept.
+    pub fn to_q8(self) -> Self {
+        match self {
+            BlockMatrix::Q4 { rows, cols, blocks } => BlockMatrix::Q8 {
+                rows,
+                cols,
+                blocks: blocks
+                    .iter()
+                    .map(|b| Q8Block::quantize(&b.values()))
+                    .collect(),
+            },
+            q8 => q8,
+        }
     }
 
     /// From 8-bit codes with one scale per 32 columns.
@@ -292,19 +344,7 @@ impl BlockMatrix {
 
     /// Quantizes floats to 8-bit symmetric blocks (`scale = max|w| / 127`).
     pub fn q8_from_floats(rows: usize, cols: usize, w: &[f32]) -> Self {
-        let blocks = w
-            .chunks(BLOCK)
-            .map(|chunk| {
-                let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / 127.0;
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                let mut qs = [0i8; 32];
-                for (q, &v) in qs.iter_mut().zip(chunk) {
-                    *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                }
-                Q8Block { scale, qs }
-            })
-            .collect();
+        let blocks = w.chunks(BLOCK).map(Q8Block::quantize).collect();
         BlockMatrix::Q8 { rows, cols, blocks }
     }
 
@@ -352,19 +392,92 @@ impl BlockMatrix {
     /// The weights as floats, row-major (tests, and re-quantization).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
-            BlockMatrix::Q4 { blocks, .. } => blocks
-                .iter()
-                .flat_map(|b| {
-                    let (scale, min) = (b.scale(), b.min());
-                    let lo = b.qs.map(|q| (q & 0x0F) as f32 * scale + min);
-                    let hi = b.qs.map(|q| (q >> 4) as f32 * scale + min);
-                    lo.into_iter().chain(hi)
-                })
-                .collect(),
+            BlockMatrix::Q4 { blocks, .. } => blocks.iter().flat_map(Q4Block::values).collect(),
             BlockMatrix::Q8 { blocks, .. } => blocks
                 .iter()
                 .flat_map(|b| b.qs.map(|q| q as f32 * b.scale))
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::lcg;
+
+    fn q4(rows: usize, seed: u64) -> BlockMatrix {
+        let mut seed = seed;
+        let codes: Vec<u8> = (0..rows * 64)
+            .map(|_| ((lcg(&mut seed) + 0.5) * 16.0) as u8)
+            .collect();
+        let scales: Vec<f32> = (0..rows * 2)
+            .map(|_| 0.01 + lcg(&mut seed).abs() * 0.02)
+            .collect();
+        let mins: Vec<f32> = (0..rows * 2).map(|_| -0.1 * lcg(&mut seed).abs()).collect();
+        BlockMatrix::from_q4_codes(rows, 64, &codes, &scales, &mins)
+    }
+
+    /// Stacking a 4-bit and an 8-bit part gives 8-bit blocks: the 8-bit rows exactly as they
+    /// were, the 4-bit rows within half an 8-bit step of their values.
+    #[test]
+    fn mixed_formats_stack_as_8_bit_blocks() {
+        let mut seed = 5;
+        let floats: Vec<f32> = (0..2 * 64).map(|_| lcg(&mut seed)).collect();
+        let (a, b) = (q4(3, 1), BlockMatrix::q8_from_floats(2, 64, &floats));
+        let (a_values, b_values) = (a.to_f32(), b.to_f32());
+        let stacked = BlockMatrix::stack_rows(vec![a, b]).expect("same width");
+        assert!(matches!(
+            stacked,
+            BlockMatrix::Q8 {
+                rows: 5,
+                cols: 64,
+                ..
+            }
+        ));
+        let got = stacked.to_f32();
+        assert_eq!(&got[3 * 64..], &b_values[..], "the 8-bit part changed");
+        for (block, (want, got)) in a_values.chunks(BLOCK).zip(got.chunks(BLOCK)).enumerate() {
+            let amax = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (w, g) in want.iter().zip(got) {
+                assert!(
+                    (w - g).abs() <= amax / 254.0 * 1.001,
+                    "block {block}: {w} vs {g}"
+                );
+            }
+        }
+        // One format stays as it is; different widths do not stack.
+        let same = BlockMatrix::stack_rows(vec![q4(1, 2), q4(2, 3)]).expect("same width");
+        assert!(matches!(same, BlockMatrix::Q4 { rows: 3, .. }));
+        let narrow = BlockMatrix::q8_from_floats(1, 32, &floats[..32]);
+        assert!(BlockMatrix::stack_rows(vec![q4(1, 4), narrow]).is_none());
+    }
+
+    /// The branch-free rounding equals `round` (halves away from zero) then the clamp, on
+    /// halves, their neighbours and out-of-range values.
+    #[test]
+    fn codes_round_like_round() {
+        let mut seed = 9;
+        let mut xs: Vec<f32> = (0..100_000).map(|_| lcg(&mut seed) * 300.0).collect();
+        for k in -130..=130 {
+            let half = k as f32 + 0.5;
+            xs.extend([half, half.next_up(), half.next_down(), k as f32, -half]);
+        }
+        xs.extend([0.49999997, -0.49999997, f32::MAX, f32::MIN, 0.0, -0.0]);
+        for x in xs {
+            let want = x.round().clamp(-127.0, 127.0) as i8;
+            assert_eq!(round_to_code(x), want, "{x}");
+        }
+    }
+
+    /// A block's values are its codes times its scale plus its min, low nibbles first.
+    #[test]
+    fn q4_block_values_follow_the_nibble_order() {
+        let codes: Vec<u8> = (0..32).map(|i| (i % 16) as u8).collect();
+        let block = Q4Block::from_codes(&codes, 0.5, -1.0);
+        let values = block.values();
+        for (i, &v) in values.iter().enumerate() {
+            assert_eq!(v, codes[i] as f32 * 0.5 - 1.0, "weight {i}");
         }
     }
 }

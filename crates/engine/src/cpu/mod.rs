@@ -57,7 +57,7 @@ pub(crate) mod testing {
     }
 }
 
-pub use blocks::{BlockMatrix, GgufBlocks, Q4Block, Q8Block};
+pub use blocks::{BlockMatrix, GgufBlocks, Q4Block, Q8Block, BLOCK};
 pub use gemm::gemm;
 pub use matmul::matmul;
 

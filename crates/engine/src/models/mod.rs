@@ -45,37 +45,17 @@ pub fn load(
     };
 
     // The output layer first: its transient copies (the largest tensor) then come on top of
-    // nothing else built, which keeps them under the load's final memory.
-    let embed_raw = source.matrix("model.embed_tokens.weight")?;
-    let tied = config.tie_word_embeddings || !source.has("lm_head.weight");
-    let lm_head_raw = if tied {
-        embed_raw.shallow_clone()
-    } else {
-        source.matrix("lm_head.weight")?
-    };
-    let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
-    let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
-    // Scoped so that the file's table is freed here unless the embedding keeps it.
-    let embed = {
-        let embed_raw = embed_raw;
-        match &lm_head {
-            // A tied table that both sides hold dense is one tensor, not two (Qwen2-1.5B:
-            // 445 MiB).
-            Linear::Dense { weight, .. } if tied && embed_dense => {
-                Embedding::Dense(weight.shallow_clone())
-            }
-            // Likewise a tied table the output layer holds as CPU blocks.
-            Linear::Blocks { .. } if tied => Embedding::OutputBlocks,
-            _ => Embedding::build(embed_raw, mode, device, kind),
-        }
-    };
+    // nothing else built, which keeps them under the load's final memory. On the CPU with the
+    // file's own quantization, tensors stored in a block format are built straight from the
+    // file's bytes: no unpacked codes, floats or concatenated copies of them.
+    let direct = device == Device::Cpu && mode == QuantMode::Auto && crate::cpu::available();
+    let (lm_head, embed) = output_and_embedding(source, &config, mode, device, kind, direct)?;
     crate::memory::release_free_memory();
 
     // A projection stacked from parts along its rows (q, k, v; gate, up), each part's rows
     // un-permuted when llama.cpp interleaved them for rope (`Some(heads)`). On the CPU with the
     // file's own quantization, parts stored as the kernels' blocks are built straight from the
     // file's bytes and stacked: no unpacked codes, no concatenated copy of them.
-    let direct = device == Device::Cpu && mode == QuantMode::Auto && crate::cpu::available();
     let projection = |parts: &[(String, Option<usize>)], bias: Option<Tensor>| -> Result<Linear> {
         if direct {
             let mut blocks = Vec::with_capacity(parts.len());
@@ -156,6 +136,53 @@ pub fn load(
         kind,
         config,
     })
+}
+
+/// The output layer and the token table. A tied table is held once: as the output layer's
+/// dense tensor or CPU blocks, which lookups read. `direct`: build tensors stored in a CPU block
+/// format straight from the file's bytes (`WeightSource::blocks`).
+fn output_and_embedding(
+    source: &dyn WeightSource,
+    config: &ModelConfig,
+    mode: QuantMode,
+    device: Device,
+    kind: tch::Kind,
+    direct: bool,
+) -> Result<(Linear, Embedding)> {
+    const TABLE: &str = "model.embed_tokens.weight";
+    let tied = config.tie_word_embeddings || !source.has("lm_head.weight");
+    let output = if tied { TABLE } else { "lm_head.weight" };
+    if direct {
+        if let Some(matrix) = source.blocks(output)? {
+            let lm_head = Linear::from_blocks(matrix, None, device, kind);
+            let embed = if tied {
+                Embedding::OutputBlocks
+            } else if let Some(table) = source.blocks(TABLE)? {
+                Embedding::Blocks(table)
+            } else {
+                Embedding::build(source.matrix(TABLE)?, mode, device, kind)
+            };
+            return Ok((lm_head, embed));
+        }
+    }
+    let embed_raw = source.matrix(TABLE)?;
+    let lm_head_raw = if tied {
+        embed_raw.shallow_clone()
+    } else {
+        source.matrix("lm_head.weight")?
+    };
+    let embed_dense = mode == QuantMode::None || matches!(embed_raw, RawWeight::Float(_));
+    let lm_head = Linear::build(lm_head_raw, None, mode, device, kind);
+    let embed = match &lm_head {
+        // A tied table that both sides hold dense is one tensor, not two (Qwen2-1.5B: 445 MiB).
+        Linear::Dense { weight, .. } if tied && embed_dense => {
+            Embedding::Dense(weight.shallow_clone())
+        }
+        // Likewise a tied table the output layer holds as CPU blocks.
+        Linear::Blocks { .. } if tied => Embedding::OutputBlocks,
+        _ => Embedding::build(embed_raw, mode, device, kind),
+    };
+    Ok((lm_head, embed))
 }
 
 /// A tensor's storage form summary, e.g. for `bench` settings.

@@ -1,5 +1,7 @@
 //! Tensors from a GGUF file. Q4_0/Q4_1/Q4_K arrive as 4-bit affine groups and Q8_0/Q6_K as
 //! 8-bit groups so the quantized path keeps the file's own codes; other types are dequantized.
+//! For the CPU kernels the same five types are also built straight into their blocks
+//! (`blocks`), without the whole tensor's unpacked codes or floats in between.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use tch::Tensor;
 
 use super::{RawWeight, WeightSource};
 use crate::config::Architecture;
-use crate::cpu::{BlockMatrix, GgufBlocks};
+use crate::cpu::{BlockMatrix, GgufBlocks, Q4Block, Q8Block, BLOCK};
 use crate::error::{EngineError, Result};
 
 pub struct GgufWeights<'a> {
@@ -30,6 +32,39 @@ impl<'a> GgufWeights<'a> {
                 format!("tensor '{gguf_name}' has shape {other:?}, expected a matrix"),
             )),
         }
+    }
+}
+
+impl GgufWeights<'_> {
+    /// A Q4_K tensor's 32-wide groups as 4-bit blocks, their scales and mins rounded to half
+    /// floats (as `Linear::build` does with `matrix`'s groups), decoded one super-block at a
+    /// time rather than through the whole tensor's unpacked codes.
+    fn q4_k_blocks(&self, g: &str, rows: usize, cols: usize) -> Result<BlockMatrix> {
+        let mut blocks = Vec::with_capacity(rows * cols / BLOCK);
+        self.file.for_each_int4_group(g, |codes, scale, min| {
+            blocks.push(Q4Block::from_codes(codes, scale, min))
+        })?;
+        Ok(BlockMatrix::Q4 { rows, cols, blocks })
+    }
+
+    /// A Q6_K tensor as 8-bit blocks: each pair of its 16-wide groups (6-bit codes, each group
+    /// with its own scale) is dequantized and rounded to one 32-wide block, as `Linear::build`
+    /// does with the dequantized matrix, without that matrix's float copy of the whole tensor
+    /// (a Q4_K_M file's Q6_K output layer: 4 bytes per weight, 2 GiB for Llama 3 8B's).
+    fn q6_k_blocks(&self, g: &str, rows: usize, cols: usize) -> Result<BlockMatrix> {
+        let mut blocks = Vec::with_capacity(rows * cols / BLOCK);
+        let (mut values, mut filled) = ([0f32; BLOCK], 0);
+        self.file.for_each_int8_group(g, |codes, scale| {
+            for &q in codes {
+                values[filled] = scale * f32::from(q);
+                filled += 1;
+            }
+            if filled == BLOCK {
+                blocks.push(Q8Block::quantize(&values));
+                filled = 0;
+            }
+        })?;
+        Ok(BlockMatrix::Q8 { rows, cols, blocks })
     }
 }
 
@@ -107,15 +142,19 @@ impl WeightSource for GgufWeights<'_> {
 
     fn blocks(&self, name: &str) -> Result<Option<BlockMatrix>> {
         let g = gguf_name(name);
-        let format = match self.file.tensor(&g)?.ggml_type {
+        let ggml_type = self.file.tensor(&g)?.ggml_type;
+        let (rows, cols) = self.shape2(&g)?;
+        let (rows, cols) = (rows as usize, cols as usize);
+        let format = match ggml_type {
             GgmlType::Q4_0 => GgufBlocks::Q4_0,
             GgmlType::Q4_1 => GgufBlocks::Q4_1,
             GgmlType::Q8_0 => GgufBlocks::Q8_0,
+            GgmlType::Q4_K => return self.q4_k_blocks(&g, rows, cols).map(Some),
+            GgmlType::Q6_K => return self.q6_k_blocks(&g, rows, cols).map(Some),
             _ => return Ok(None),
         };
-        let (rows, cols) = self.shape2(&g)?;
         let matrix = self.file.with_tensor_bytes(&g, |_, bytes| {
-            BlockMatrix::from_gguf_blocks(format, rows as usize, cols as usize, bytes)
+            BlockMatrix::from_gguf_blocks(format, rows, cols, bytes)
         })?;
         Ok(Some(matrix))
     }

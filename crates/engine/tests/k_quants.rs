@@ -1,0 +1,220 @@
+//! A model quantized the way most published GGUFs are (Q4_K_M: Q4_K projections, Q6_K for v
+//! and down in some layers and for the untied output layer, a Q4_K token table) loads on the
+//! CPU in its own quantization, every projection as blocks built from the file's bytes, and
+//! computes what its dequantized float32 weights compute, up to the blocks' rounding.
+//!
+//! SmolLM2's width (576) is not a multiple of the K-quants' 256-wide super-blocks, so the model
+//! here is a small Llama of random weights with SmolLM2's tokenizer and metadata, written by
+//! the GGUF writer's reference quantizers.
+
+mod common;
+
+use beamline_engine::models::embedding::Embedding;
+use beamline_engine::{DeviceChoice, Engine, EngineOptions, QuantMode};
+use beamline_gguf::write::GgufWriter;
+use beamline_gguf::{GgmlType, GgufFile, Value};
+
+const HIDDEN: usize = 256;
+const INTERMEDIATE: usize = 512;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const LAYERS: usize = 3;
+
+/// Layers whose v and down projections are Q6_K (llama.cpp's Q4_K_M gives more bits to the
+/// first and last eighth of the layers and to every third in between).
+fn wider(layer: usize) -> bool {
+    layer != 1
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    /// Roughly N(0, 0.02^2)-sized weights: uniform with that standard deviation.
+    fn weights(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.0 >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.0693
+            })
+            .collect()
+    }
+}
+
+/// Writes the model next to the other temporary files and returns its path.
+fn write_model() -> std::path::PathBuf {
+    let donor = GgufFile::open(&common::model_path()).expect("open the test model");
+    let mut w = GgufWriter::new();
+    let shape_keys = [
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.rope.dimension_count",
+        "general.alignment",
+    ];
+    for (key, value) in donor.metadata() {
+        if !shape_keys.contains(&key.as_str()) {
+            w.add_metadata(key.clone(), value.clone())
+                .expect("metadata");
+        }
+    }
+    for (key, value) in [
+        ("llama.block_count", LAYERS),
+        ("llama.embedding_length", HIDDEN),
+        ("llama.feed_forward_length", INTERMEDIATE),
+        ("llama.attention.head_count", HEADS),
+        ("llama.attention.head_count_kv", KV_HEADS),
+        ("llama.rope.dimension_count", HIDDEN / HEADS),
+    ] {
+        w.add_metadata(key, Value::U32(value as u32))
+            .expect("shape");
+    }
+    let vocab = donor
+        .tensor("token_embd.weight")
+        .expect("token table")
+        .shape()[0];
+    let kv = KV_HEADS * HIDDEN / HEADS;
+    let mut rng = Lcg(17);
+    let mut add = |name: &str, rows: usize, cols: usize, ty: GgmlType| {
+        w.add_tensor(name, &[rows, cols], &rng.weights(rows * cols), ty)
+            .expect(name);
+    };
+    add("token_embd.weight", vocab, HIDDEN, GgmlType::Q4_K);
+    add("output.weight", vocab, HIDDEN, GgmlType::Q6_K);
+    for i in 0..LAYERS {
+        let wide = if wider(i) {
+            GgmlType::Q6_K
+        } else {
+            GgmlType::Q4_K
+        };
+        add(
+            &format!("blk.{i}.attn_q.weight"),
+            HIDDEN,
+            HIDDEN,
+            GgmlType::Q4_K,
+        );
+        add(
+            &format!("blk.{i}.attn_k.weight"),
+            kv,
+            HIDDEN,
+            GgmlType::Q4_K,
+        );
+        add(&format!("blk.{i}.attn_v.weight"), kv, HIDDEN, wide);
+        add(
+            &format!("blk.{i}.attn_output.weight"),
+            HIDDEN,
+            HIDDEN,
+            GgmlType::Q4_K,
+        );
+        add(
+            &format!("blk.{i}.ffn_gate.weight"),
+            INTERMEDIATE,
+            HIDDEN,
+            GgmlType::Q4_K,
+        );
+        add(
+            &format!("blk.{i}.ffn_up.weight"),
+            INTERMEDIATE,
+            HIDDEN,
+            GgmlType::Q4_K,
+        );
+        add(
+            &format!("blk.{i}.ffn_down.weight"),
+            HIDDEN,
+            INTERMEDIATE,
+            wide,
+        );
+    }
+    let ones = vec![1f32; HIDDEN];
+    for name in (0..LAYERS)
+        .flat_map(|i| {
+            [
+                format!("blk.{i}.attn_norm.weight"),
+                format!("blk.{i}.ffn_norm.weight"),
+            ]
+        })
+        .chain(["output_norm.weight".to_string()])
+    {
+        w.add_tensor(&name, &[HIDDEN], &ones, GgmlType::F32)
+            .expect("norm");
+    }
+    let path = std::env::temp_dir().join(format!("beamline-q4_k_m-{}.gguf", std::process::id()));
+    w.write(&path).expect("write the model");
+    path
+}
+
+fn load(path: &std::path::Path, quant: QuantMode) -> Engine {
+    Engine::load(
+        path,
+        EngineOptions {
+            quant,
+            device: DeviceChoice::Cpu,
+            max_batch: 4,
+            bf16: false,
+            int8: false,
+        },
+    )
+    .expect("load the K-quant model")
+}
+
+#[test]
+fn a_q4_k_m_model_runs_as_blocks_and_computes_its_float_weights() {
+    let path = write_model();
+    let quantized = load(&path, QuantMode::Auto);
+    let float = load(&path, QuantMode::None);
+    std::fs::remove_file(&path).ok();
+
+    let decoder = quantized.decoder();
+    if beamline_engine::cpu::available() {
+        for (i, layer) in decoder.layers.iter().enumerate() {
+            // q and k stay 4-bit; a Q6_K v makes the fused q/k/v 8-bit blocks, not floats.
+            let (qkv, down) = if wider(i) {
+                ("q8-blocks", "q8-blocks")
+            } else {
+                ("q4-blocks", "q4-blocks")
+            };
+            assert_eq!(layer.qkv.storage_name(), qkv, "layer {i} q/k/v");
+            assert_eq!(layer.o.storage_name(), "q4-blocks", "layer {i} o");
+            assert_eq!(
+                layer.gate_up.storage_name(),
+                "q4-blocks",
+                "layer {i} gate/up"
+            );
+            assert_eq!(layer.down.storage_name(), down, "layer {i} down");
+        }
+        assert_eq!(decoder.lm_head.storage_name(), "q8-blocks");
+        assert!(
+            matches!(decoder.embed, Embedding::Blocks(_)),
+            "the untied Q4_K token table is held as blocks"
+        );
+        // 4-bit blocks take 0.625 bytes a weight and 8-bit ones 1.125, against float32's 4.
+        let ratio = quantized.weight_bytes() as f64 / float.weight_bytes() as f64;
+        assert!(ratio < 0.25, "weights held: {ratio:.3} of float32's");
+    }
+
+    let ids = quantized
+        .tokenizer()
+        .encode("The quick brown fox jumps over the lazy dog.", true)
+        .expect("encode");
+    let got = quantized.prompt_logits(&ids).expect("quantized logits");
+    let want = float.prompt_logits(&ids).expect("float logits");
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0f32;
+    for (position, (got, want)) in got.iter().zip(&want).enumerate() {
+        let diff: f32 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
+        let norm: f32 = want.iter().map(|b| b * b).sum();
+        let relative = (diff / norm).sqrt();
+        // Q6_K rounded to 8-bit blocks (an error of at most half an 8-bit step) and Q4_K's
+        // scales to half floats (2^-11): about half a percent of the logits.
+        assert!(
+            relative < 0.03,
+            "position {position}: logits off by {relative:.4} of their norm"
+        );
+        worst = worst.max(relative);
+    }
+    eprintln!("logits off by at most {worst:.5} of their norm");
+}
