@@ -199,7 +199,7 @@ impl GgufFile {
     }
 
     /// The tensor's values as f32, row-major in [`TensorInfo::shape`] order.
-    /// Supports F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
+    /// Supports the types of [`DEQUANT_SUPPORTED`].
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.tensor(name)?;
         let mut out = vec![0f32; info.n_elements()];
@@ -221,13 +221,13 @@ impl GgufFile {
         Ok(groups)
     }
 
-    /// A Q8_0 (groups of 32) or Q6_K (groups of 16) tensor as signed 8-bit
+    /// A Q8_0 or Q5_0 (groups of 32) or Q6_K (groups of 16) tensor as signed 8-bit
     /// codes with one scale per group; rows and columns as in
     /// [`GgufFile::int4_groups`].
     pub fn int8_groups(&self, name: &str) -> Result<Int8Groups> {
         let info = self.tensor(name)?;
         let f = dequant::int8_format(info.ggml_type)
-            .ok_or_else(|| self.unsupported(info, "Q8_0, Q6_K for 8-bit groups"))?;
+            .ok_or_else(|| self.unsupported(info, "Q8_0, Q5_0, Q6_K for 8-bit groups"))?;
         let groups = groups::int8_groups(f, self.tensor_bytes(info), info.n_rows(), info.row_len());
         self.release();
         Ok(groups)
@@ -250,13 +250,41 @@ impl GgufFile {
         Ok(())
     }
 
-    /// As [`GgufFile::for_each_int4_group`], for a Q8_0 (groups of 32) or Q6_K (groups of 16)
+    /// As [`GgufFile::for_each_int4_group`], for a Q8_0 or Q5_0 (groups of 32) or Q6_K (groups of 16)
     /// tensor's signed codes and scales, as in [`GgufFile::int8_groups`].
     pub fn for_each_int8_group(&self, name: &str, visit: impl FnMut(&[i8], f32)) -> Result<()> {
         let info = self.tensor(name)?;
         let f = dequant::int8_format(info.ggml_type)
-            .ok_or_else(|| self.unsupported(info, "Q8_0, Q6_K for 8-bit groups"))?;
+            .ok_or_else(|| self.unsupported(info, "Q8_0, Q5_0, Q6_K for 8-bit groups"))?;
         groups::visit_int8_groups(f, self.tensor_bytes(info), visit);
+        self.release();
+        Ok(())
+    }
+
+    /// Calls `visit` with a tensor's values as f32, one block of its type at a time (32 or
+    /// 256 values; runs of 256 for the plain float types), in row-major order:
+    /// [`GgufFile::dequantize`] without the whole tensor's floats, for callers that
+    /// re-quantize them.
+    pub fn for_each_dequantized_block(
+        &self,
+        name: &str,
+        mut visit: impl FnMut(&[f32]),
+    ) -> Result<()> {
+        let info = self.tensor(name)?;
+        let ty = info.ggml_type;
+        let bytes = self.tensor_bytes(info);
+        let (elems, size) = match ty.block_size() {
+            1 => (256, 256 * ty.type_size()),
+            n => (n, ty.type_size()),
+        };
+        let mut values = vec![0f32; elems];
+        for chunk in bytes.chunks(size) {
+            // Whole blocks (checked at open); a plain type's last run may be shorter.
+            let out = &mut values[..chunk.len() / ty.type_size() * ty.block_size()];
+            dequant::dequantize(ty, chunk, out)
+                .ok_or_else(|| self.unsupported(info, DEQUANT_SUPPORTED))?;
+            visit(out);
+        }
         self.release();
         Ok(())
     }

@@ -31,7 +31,8 @@ pub struct Int4Groups {
 
 /// Weights as signed 8-bit codes with one scale per group: `w = scale * q`.
 ///
-/// Q8_0: group 32, `scale = d`. Q6_K: group 16, `q = 6-bit value - 32`,
+/// Q8_0: group 32, `scale = d`. Q5_0: group 32, `q = 5-bit value - 16`, `scale = d`.
+/// Q6_K: group 16, `q = 6-bit value - 32`,
 /// `scale = d * sc_j` (the int8 sub-block scale).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Groups {

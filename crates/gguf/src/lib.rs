@@ -9,11 +9,12 @@
 //! [`GgufError`] naming the file and the key or tensor at fault, never a
 //! panic or an unbounded allocation.
 //!
-//! Decoded types: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K, either
-//! to f32 ([`GgufFile::dequantize`]) or to grouped integer codes for the
-//! engine's quantized kernels ([`GgufFile::int4_groups`],
-//! [`GgufFile::int8_groups`]). Every other ggml type is sized and reported
-//! by name.
+//! Decoded types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K
+//! and Q6_K, to f32 ([`GgufFile::dequantize`], or a block at a time with
+//! [`GgufFile::for_each_dequantized_block`]); the 4-bit and signed-code
+//! formats also to grouped integer codes for the engine's quantized kernels
+//! ([`GgufFile::int4_groups`], [`GgufFile::int8_groups`] and their visitors).
+//! Every other ggml type is sized and reported by name.
 //!
 //! # Layout
 //!
@@ -27,7 +28,7 @@
 //! - `header`: the header walk and the validation of every tensor.
 //! - `file`: [`GgufFile`], the mapping and tensor access.
 //! - `accessors`: typed metadata getters that name file and key on error.
-//! - `dequant`: block decoders (`plain`, `int4`, `int8`) and f32 output.
+//! - `dequant`: block decoders (`plain`, `int4`, `affine5`, `int8`) and f32 output.
 //! - `groups`: [`Int4Groups`] / [`Int8Groups`], codes plus group scales.
 //! - [`write`](mod@write): [`write::GgufWriter`], a small writer with reference
 //!   quantizers for building test files.

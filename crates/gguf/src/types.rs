@@ -90,7 +90,8 @@ const TABLE: &[(GgmlType, u32, usize, usize)] = &[
 ];
 
 /// The types [`crate::GgufFile::dequantize`] decodes, for error messages.
-pub const DEQUANT_SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K";
+pub const DEQUANT_SUPPORTED: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K";
 
 impl GgmlType {
     /// The type stored under `id` in a tensor info record.

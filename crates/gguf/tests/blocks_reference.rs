@@ -1,6 +1,6 @@
 //! Dequantization checked bit for bit against llama.cpp's Python `gguf`
 //! package (up to the sign of zero), on random blocks of every decoded type (fixture written by
-//! `tests/fixtures/make_reference.py`). This covers Q4_K, Q6_K, F16 and BF16,
+//! `tests/fixtures/make_reference.py`). This covers Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, F16 and BF16,
 //! which the SmolLM2 model does not contain.
 
 mod common;
@@ -21,6 +21,9 @@ fn ggml_type(name: &str) -> GgmlType {
         "Q8_0" => GgmlType::Q8_0,
         "Q4_K" => GgmlType::Q4_K,
         "Q6_K" => GgmlType::Q6_K,
+        "Q5_0" => GgmlType::Q5_0,
+        "Q5_1" => GgmlType::Q5_1,
+        "Q5_K" => GgmlType::Q5_K,
         other => panic!("fixture has unexpected type {other}"),
     }
 }
@@ -52,7 +55,9 @@ fn every_decoded_type_matches_the_python_reference_bit_for_bit() {
         expected.push((name.to_string(), values));
     }
     let seen: Vec<&str> = expected.iter().map(|e| e.0.as_str()).collect();
-    for ty in ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"] {
+    for ty in [
+        "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K",
+    ] {
         assert!(seen.contains(&ty), "fixture lacks {ty}");
     }
     let f = GgufFile::from_bytes("blocks.gguf", w.to_bytes()).expect("parse");

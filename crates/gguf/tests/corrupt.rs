@@ -154,21 +154,21 @@ fn unsupported_type_is_reported_with_file_tensor_and_type() {
     w.add_raw_tensor(
         "blk.3.attn_q.weight",
         &[2, 256],
-        GgmlType::Q5_K,
-        vec![0; 2 * 176],
+        GgmlType::Q3_K,
+        vec![0; 2 * 110],
     );
     let tmp = TempFile::with_bytes(&w.to_bytes());
-    let f = GgufFile::from_bytes("model.gguf", w.to_bytes()).expect("Q5_K files open");
-    let e = f.dequantize("blk.3.attn_q.weight").expect_err("Q5_K");
+    let f = GgufFile::from_bytes("model.gguf", w.to_bytes()).expect("Q3_K files open");
+    let e = f.dequantize("blk.3.attn_q.weight").expect_err("Q3_K");
     assert!(matches!(e, GgufError::UnsupportedType { .. }));
     assert_eq!(
         e.to_string(),
-        "model.gguf: tensor 'blk.3.attn_q.weight' has type Q5_K, which beamline does not \
-         support (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"
+        "model.gguf: tensor 'blk.3.attn_q.weight' has type Q3_K, which beamline does not \
+         support (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)"
     );
     // Sizes are still known, for the scheduler.
     let f = GgufFile::open(tmp.path()).expect("open");
-    assert_eq!(f.tensors()[0].byte_len(), 2 * 176);
+    assert_eq!(f.tensors()[0].byte_len(), 2 * 110);
 }
 
 #[test]

@@ -161,3 +161,29 @@ fn visited_groups_equal_the_whole_tensor_groups() {
     let e = f.for_each_int8_group("Q4_K", |_, _| {}).expect_err("Q4_K");
     assert!(matches!(e, GgufError::UnsupportedType { .. }), "{e}");
 }
+
+/// Block by block, the f32 visitor hands over exactly what `dequantize` returns, for the
+/// quantized types (a block each) and the plain ones (runs of values).
+#[test]
+fn dequantized_blocks_equal_dequantize() {
+    let f = file();
+    for name in ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K", "F16"] {
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        f.for_each_dequantized_block(name, |values| {
+            sizes.push(values.len());
+            got.extend_from_slice(values);
+        })
+        .expect(name);
+        assert_bits_equal(name, &got, &f.dequantize(name).expect(name));
+        let block = match name {
+            "Q4_K" | "Q6_K" => 256,
+            "F16" => 64, // the whole 2 x 32 tensor in one run
+            _ => 32,
+        };
+        assert!(
+            sizes.iter().all(|&n| n == block),
+            "{name}: runs of {sizes:?}"
+        );
+    }
+}

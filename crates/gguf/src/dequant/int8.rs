@@ -1,4 +1,4 @@
-//! Block decoders for the 8-bit-code formats Q8_0 and Q6_K.
+//! Block decoders for the signed-code formats Q8_0, Q6_K and Q5_0.
 //!
 //! Each decoder turns one block into signed codes and one scale per group,
 //! `w = scale * q`; dequantization and [`crate::GgufFile::int8_groups`] share
@@ -30,6 +30,27 @@ pub(crate) const Q6_K: Int8Format = Int8Format {
     group: 16,
     decode: decode_q6_k,
 };
+
+pub(crate) const Q5_0: Int8Format = Int8Format {
+    block_elems: 32,
+    block_bytes: 22,
+    group: 32,
+    decode: decode_q5_0,
+};
+
+/// Q5_0: f16 d, 32 bits of high bits, 16 bytes of nibbles; element `j` is the low nibble of
+/// byte `j` (the high one for `j + 16`) with bit `j` of the high bits on top, and
+/// `w = d * (q - 16)`: signed codes -16..=15, exact as 8-bit codes.
+fn decode_q5_0(block: &[u8], codes: &mut [i8], scales: &mut [f32]) {
+    scales[0] = read_f16(block, 0);
+    let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    let qs = &block[6..22];
+    for j in 0..16 {
+        let high = |bit: usize| (((qh >> bit) & 1) as u8) << 4;
+        codes[j] = ((qs[j] & 0x0f) | high(j)) as i8 - 16;
+        codes[j + 16] = ((qs[j] >> 4) | high(j + 16)) as i8 - 16;
+    }
+}
 
 /// Q8_0: f16 d, 32 signed bytes; `w = d * q`.
 fn decode_q8_0(block: &[u8], codes: &mut [i8], scales: &mut [f32]) {

@@ -6,6 +6,7 @@
 //! the only failure is a type they do not decode, reported as `None` and
 //! turned into a message naming the tensor by the caller.
 
+mod affine5;
 pub(crate) mod int4;
 pub(crate) mod int8;
 mod plain;
@@ -24,11 +25,21 @@ pub(crate) fn int4_format(ty: GgmlType) -> Option<&'static Int4Format> {
     }
 }
 
-/// The 8-bit-code decoder of `ty`, if it is one.
+/// The 5-bit affine decoder of `ty` (codes up to 31, so not [`int4_format`]'s), if it is one.
+fn affine5_format(ty: GgmlType) -> Option<&'static Int4Format> {
+    match ty {
+        GgmlType::Q5_1 => Some(&affine5::Q5_1),
+        GgmlType::Q5_K => Some(&affine5::Q5_K),
+        _ => None,
+    }
+}
+
+/// The signed-code decoder of `ty`, if it is one.
 pub(crate) fn int8_format(ty: GgmlType) -> Option<&'static Int8Format> {
     match ty {
         GgmlType::Q8_0 => Some(&int8::Q8_0),
         GgmlType::Q6_K => Some(&int8::Q6_K),
+        GgmlType::Q5_0 => Some(&int8::Q5_0),
         _ => None,
     }
 }
@@ -42,7 +53,7 @@ pub(crate) fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Option<()
         GgmlType::F16 => plain::f16_le(src, dst),
         GgmlType::BF16 => plain::bf16_le(src, dst),
         _ => {
-            if let Some(f) = int4_format(ty) {
+            if let Some(f) = int4_format(ty).or_else(|| affine5_format(ty)) {
                 dequantize_int4(f, src, dst);
             } else if let Some(f) = int8_format(ty) {
                 dequantize_int8(f, src, dst);
