@@ -2,12 +2,14 @@
 //!
 //! `--quant auto` keeps a GGUF file's own quantization: 4-bit affine groups (Q4_0, Q4_1, Q4_K)
 //! become libtorch int4 packed weights with the same group scales, so the codes are not rounded a
-//! second time; 8-bit groups (Q8_0, Q6_K) become int8 per-channel weights. `int8` and `int4`
-//! quantize whatever the file holds at load; `none` runs dense floats.
+//! second time; 8-bit groups (Q8_0, Q6_K, Q5_0) become int8 per-channel weights; Q5_1 and Q5_K
+//! run as dense floats there. `int8` and `int4` quantize whatever the file holds at load;
+//! `none` runs dense floats.
 //!
 //! On an AVX2 CPU the quantized forms are beamline's own block kernels (`crate::cpu`), which keep
-//! GGUF's 32-wide blocks as they are (Q8_0 included, without re-quantizing per channel); on CUDA
-//! they are libtorch's packed int4/int8 kernels.
+//! GGUF's 32-wide blocks as they are (Q8_0 and Q5_0 included, without re-quantizing per
+//! channel; Q5_1, Q5_K and Q6_K as 8-bit blocks); on CUDA they are libtorch's packed int4/int8
+//! kernels.
 
 use tch::{Device, Kind, Tensor};
 

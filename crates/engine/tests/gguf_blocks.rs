@@ -162,3 +162,63 @@ fn k_quant_blocks_from_bytes_equal_the_converted_groups() {
         }
     }
 }
+
+/// Random blocks of `ty` (`size` bytes each) with small half-float scales at `scales_at`, for
+/// the formats the writer cannot quantize.
+fn random_blocks(n: usize, size: usize, scales_at: &[usize], seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut bytes: Vec<u8> = (0..n * size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    for (b, block) in bytes.chunks_exact_mut(size).enumerate() {
+        for &at in scales_at {
+            let scale = 1e-3 * (1.0 + (b % 7) as f32) * if b % 2 == 0 { 1.0 } else { -1.0 };
+            block[at..at + 2].copy_from_slice(&half::f16::from_f32(scale).to_bits().to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// Q5_0's signed 5-bit codes are 8-bit blocks exactly; Q5_1 and Q5_K (5-bit codes with a min)
+/// are rounded to 8-bit blocks, within half a step of the reader's values.
+#[test]
+fn five_bit_blocks_hold_the_readers_values() {
+    use beamline_gguf::write::GgufWriter;
+    use beamline_gguf::GgmlType;
+    let (rows, cols) = (3, 512);
+    for (ty, size, scales_at) in [
+        (GgmlType::Q5_0, 22, &[0][..]),
+        (GgmlType::Q5_1, 24, &[0, 2][..]),
+        (GgmlType::Q5_K, 176, &[0, 2][..]),
+    ] {
+        let n = rows * cols / ty.block_size();
+        let mut w = GgufWriter::new();
+        w.add_raw_tensor("w", &[rows, cols], ty, random_blocks(n, size, scales_at, 3));
+        let file = GgufFile::from_bytes("q5.gguf", w.to_bytes()).expect("parse");
+        let source = GgufWeights::new(&file, Architecture::Llama);
+        let got = source.blocks("w").expect("read").expect("a block format");
+        assert!(matches!(got, BlockMatrix::Q8 { .. }), "{ty:?}");
+        let got = got.to_f32();
+        let exact = file.dequantize("w").expect("dequantize");
+        if ty == GgmlType::Q5_0 {
+            assert_eq!(got, exact, "Q5_0 blocks are exact");
+            continue;
+        }
+        assert!(
+            got != exact,
+            "{ty:?}: 5-bit codes with a min cannot be exact"
+        );
+        for (b, (x, y)) in exact.chunks(32).zip(got.chunks(32)).enumerate() {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (x, y) in x.iter().zip(y) {
+                let tol = amax / 254.0 * 1.001 + 1e-9;
+                assert!((x - y).abs() <= tol, "{ty:?} block {b}: {x} vs {y}");
+            }
+        }
+    }
+}

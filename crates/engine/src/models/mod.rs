@@ -86,6 +86,9 @@ pub fn load(
         }
         let raw = if raws.len() == 1 {
             raws.pop().expect("one part")
+        } else if mode == QuantMode::Auto {
+            // The file's own quantization keeps mixed parts quantized.
+            RawWeight::cat_rows_quantized(raws)
         } else {
             RawWeight::cat_rows(raws)
         };

@@ -1,7 +1,8 @@
-//! Tensors from a GGUF file. Q4_0/Q4_1/Q4_K arrive as 4-bit affine groups and Q8_0/Q6_K as
-//! 8-bit groups so the quantized path keeps the file's own codes; other types are dequantized.
-//! For the CPU kernels the same five types are also built straight into their blocks
-//! (`blocks`), without the whole tensor's unpacked codes or floats in between.
+//! Tensors from a GGUF file. Q4_0/Q4_1/Q4_K arrive as 4-bit affine groups and Q8_0/Q6_K/Q5_0
+//! as 8-bit groups so the quantized path keeps the file's own codes; other types (Q5_1 and
+//! Q5_K among them) are dequantized. For the CPU kernels every quantized type is also built
+//! straight into their blocks (`blocks`; Q5_1, Q5_K and Q6_K rounded to 8-bit blocks), without
+//! the whole tensor's unpacked codes or floats in between.
 
 use std::path::Path;
 
@@ -47,22 +48,25 @@ impl GgufWeights<'_> {
         Ok(BlockMatrix::Q4 { rows, cols, blocks })
     }
 
-    /// A Q6_K tensor as 8-bit blocks: each pair of its 16-wide groups (6-bit codes, each group
-    /// with its own scale) is dequantized and rounded to one 32-wide block, as `Linear::build`
-    /// does with the dequantized matrix, without that matrix's float copy of the whole tensor
-    /// (a Q4_K_M file's Q6_K output layer: 4 bytes per weight, 2 GiB for Llama 3 8B's).
-    fn q6_k_blocks(&self, g: &str, rows: usize, cols: usize) -> Result<BlockMatrix> {
+    /// A Q5_0 tensor as 8-bit blocks, exactly: its codes are -16..=15 with one scale per 32.
+    fn q5_0_blocks(&self, g: &str, rows: usize, cols: usize) -> Result<BlockMatrix> {
         let mut blocks = Vec::with_capacity(rows * cols / BLOCK);
-        let (mut values, mut filled) = ([0f32; BLOCK], 0);
         self.file.for_each_int8_group(g, |codes, scale| {
-            for &q in codes {
-                values[filled] = scale * f32::from(q);
-                filled += 1;
-            }
-            if filled == BLOCK {
-                blocks.push(Q8Block::quantize(&values));
-                filled = 0;
-            }
+            let qs = codes.try_into().expect("Q5_0 groups are 32 wide");
+            blocks.push(Q8Block { scale, qs })
+        })?;
+        Ok(BlockMatrix::Q8 { rows, cols, blocks })
+    }
+
+    /// A Q6_K, Q5_1 or Q5_K tensor as 8-bit blocks: each 32 values (Q6_K: two 16-wide groups
+    /// with their own scales; Q5_1 and Q5_K: 5-bit codes with a min) rounded to one 8-bit
+    /// block, an error of at most half an 8-bit step. As `Linear::build` does with the
+    /// dequantized matrix, without that matrix's float copy of the whole tensor (a Q4_K_M
+    /// file's Q6_K output layer: 4 bytes per weight, 2 GiB for Llama 3 8B's).
+    fn rounded_q8_blocks(&self, g: &str, rows: usize, cols: usize) -> Result<BlockMatrix> {
+        let mut blocks = Vec::with_capacity(rows * cols / BLOCK);
+        self.file.for_each_dequantized_block(g, |values| {
+            blocks.extend(values.chunks(BLOCK).map(Q8Block::quantize))
         })?;
         Ok(BlockMatrix::Q8 { rows, cols, blocks })
     }
@@ -125,7 +129,7 @@ impl WeightSource for GgufWeights<'_> {
                     group: q.group_size,
                 }
             }
-            GgmlType::Q8_0 | GgmlType::Q6_K => {
+            GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::Q5_0 => {
                 let q = self.file.int8_groups(&g)?;
                 let groups = (q.cols / q.group_size) as i64;
                 RawWeight::Sym8 {
@@ -150,7 +154,10 @@ impl WeightSource for GgufWeights<'_> {
             GgmlType::Q4_1 => GgufBlocks::Q4_1,
             GgmlType::Q8_0 => GgufBlocks::Q8_0,
             GgmlType::Q4_K => return self.q4_k_blocks(&g, rows, cols).map(Some),
-            GgmlType::Q6_K => return self.q6_k_blocks(&g, rows, cols).map(Some),
+            GgmlType::Q5_0 => return self.q5_0_blocks(&g, rows, cols).map(Some),
+            GgmlType::Q5_1 | GgmlType::Q5_K | GgmlType::Q6_K => {
+                return self.rounded_q8_blocks(&g, rows, cols).map(Some)
+            }
             _ => return Ok(None),
         };
         let matrix = self.file.with_tensor_bytes(&g, |_, bytes| {

@@ -24,9 +24,10 @@ pub trait WeightSource {
     /// A 2-D weight `[out, in]` in the form the file stores it.
     fn matrix(&self, name: &str) -> Result<RawWeight>;
     /// The same weight as the CPU kernels' blocks, built straight from the file's bytes, where
-    /// the file stores it in a block format (GGUF's Q4_0, Q4_1, Q8_0 as they are; Q4_K and Q6_K
-    /// as `Linear::build` would convert `matrix`'s groups); `None` otherwise. Building from the
-    /// bytes skips `matrix`'s unpacked codes (or floats) and their copies.
+    /// the file stores it quantized (GGUF's Q4_0, Q4_1, Q8_0 and Q5_0 exactly; Q4_K with its
+    /// scales rounded to half floats; Q5_1, Q5_K and Q6_K rounded to 8-bit blocks); `None` for
+    /// floats. Building from the bytes skips `matrix`'s unpacked codes (or floats) and their
+    /// copies.
     fn blocks(&self, _name: &str) -> Result<Option<BlockMatrix>> {
         Ok(None)
     }

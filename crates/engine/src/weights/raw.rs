@@ -95,7 +95,8 @@ impl RawWeight {
     }
 
     /// Stacks weights along the output dimension (fused q/k/v, fused gate/up). Parts stored in
-    /// the same form stay in it; mixed parts fall back to floats.
+    /// the same form stay in it; mixed parts fall back to floats (the exact values, as
+    /// `--quant none` and re-quantization at load want them).
     pub fn cat_rows(parts: Vec<RawWeight>) -> RawWeight {
         let same_affine = parts.iter().all(|p| matches!(p, RawWeight::Affine4 { group, .. } if Some(*group) == first_group(&parts)));
         let same_sym = parts.iter().all(
@@ -143,6 +144,52 @@ impl RawWeight {
         }
     }
 
+    /// As [`RawWeight::cat_rows`], for running the file's own quantization: quantized parts of
+    /// different forms (Q4_K_M: a Q6_K v beside Q4_K q and k) become 8-bit groups of the finest
+    /// group size, so that no part loses bits and none falls back to floats (four times the
+    /// memory of the 8-bit form). Only the 4-bit parts are rounded again.
+    pub fn cat_rows_quantized(parts: Vec<RawWeight>) -> RawWeight {
+        let groups: Vec<Option<usize>> = parts.iter().map(RawWeight::group).collect();
+        let sym8 = |p: &RawWeight| matches!(p, RawWeight::Sym8 { .. });
+        let forms_differ = parts.iter().any(sym8) && !parts.iter().all(sym8);
+        let groups_differ = groups.windows(2).any(|w| w[0] != w[1]);
+        // `None` (a float part) sorts first: then the parts stack as floats.
+        match groups.iter().min().copied().flatten() {
+            Some(group) if forms_differ || groups_differ => {
+                RawWeight::cat_rows(parts.into_iter().map(|p| p.to_sym8(group)).collect())
+            }
+            _ => RawWeight::cat_rows(parts),
+        }
+    }
+
+    /// The group size of a quantized weight; `None` for floats.
+    fn group(&self) -> Option<usize> {
+        match self {
+            RawWeight::Float(_) => None,
+            RawWeight::Affine4 { group, .. } | RawWeight::Sym8 { group, .. } => Some(*group),
+        }
+    }
+
+    /// The weight as 8-bit symmetric groups of `group` inputs: kept as it is when it already is
+    /// one, otherwise rounded from its values (`scale = max|w| / 127`, an error of at most half
+    /// an 8-bit step).
+    pub fn to_sym8(self, group: usize) -> RawWeight {
+        if matches!(self, RawWeight::Sym8 { group: g, .. } if g == group) {
+            return self;
+        }
+        let (rows, cols) = self.shape();
+        let g = group as i64;
+        let w = self.dequantize().view([rows, cols / g, g]);
+        let scales = w.abs().amax([2], true) / 127.0;
+        let inverse = scales.reciprocal().nan_to_num(0.0, 0.0, 0.0);
+        let codes = (&w * inverse).round().clamp(-127, 127).to_kind(Kind::Int8);
+        RawWeight::Sym8 {
+            codes: codes.view([rows, cols]),
+            scales: scales.view([rows, cols / g]),
+            group,
+        }
+    }
+
     /// Reorders output rows: `out[i] = self[perm[i]]`.
     pub fn permute_rows(self, perm: &Tensor) -> RawWeight {
         self.map_tensors(|t| t.index_select(0, perm))
@@ -185,6 +232,60 @@ pub fn unpermute_rope_order(n_heads: usize, head_dim: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 4-bit part beside an 8-bit part of 16-wide groups (Q4_K q beside Q6_K v): the stack is
+    /// 8-bit groups of 16, the 8-bit part's codes kept, the 4-bit part within half a step.
+    #[test]
+    fn mixed_quantized_parts_stack_as_8_bit_groups() {
+        let affine = RawWeight::Affine4 {
+            codes: Tensor::arange(2 * 64, (Kind::Uint8, tch::Device::Cpu))
+                .remainder(16)
+                .view([2, 64]),
+            scales: Tensor::from_slice(&[0.5f32, 0.25, 0.125, 1.0]).view([2, 2]),
+            mins: Tensor::from_slice(&[-1.0f32, 0.5, 0.0, -4.0]).view([2, 2]),
+            group: 32,
+        };
+        let sym_codes = (Tensor::arange(64, (Kind::Int64, tch::Device::Cpu)) - 32)
+            .to_kind(Kind::Int8)
+            .view([1, 64]);
+        let sym = RawWeight::Sym8 {
+            codes: sym_codes.shallow_clone(),
+            scales: Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4]).view([1, 4]),
+            group: 16,
+        };
+        let (want_a, want_s) = (affine.dequantize(), sym.dequantize());
+        let RawWeight::Sym8 {
+            codes,
+            scales,
+            group,
+        } = RawWeight::cat_rows_quantized(vec![affine.shallow_clone(), sym.shallow_clone()])
+        else {
+            panic!("mixed quantized parts should stack as 8-bit groups");
+        };
+        assert_eq!(group, 16);
+        assert!(
+            codes.get(2).equal(&sym_codes.get(0)),
+            "the 8-bit part's codes changed"
+        );
+        let stacked = RawWeight::Sym8 {
+            codes,
+            scales,
+            group,
+        }
+        .dequantize();
+        let err = (stacked.narrow(0, 0, 2) - &want_a)
+            .abs()
+            .max()
+            .double_value(&[]);
+        // The largest 4-bit magnitude is 15 * 1.0 - 4.0 = 11: half a step is 11 / 254.
+        assert!(err <= 11.0 / 254.0 + 1e-6, "4-bit part off by {err}");
+        assert!(stacked.narrow(0, 2, 1).equal(&want_s));
+        // For exact values (`--quant none`, re-quantizing at load) mixed parts stay floats.
+        let RawWeight::Float(floats) = RawWeight::cat_rows(vec![affine, sym]) else {
+            panic!("mixed parts should stack as floats");
+        };
+        assert!(floats.narrow(0, 0, 2).equal(&want_a));
+    }
 
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
