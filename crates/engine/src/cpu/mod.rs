@@ -14,7 +14,9 @@
 //! to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
 //!
 //! # Layout
-//! - `blocks`: the block formats and building them from codes, floats or a GGUF file's bytes.
+//! - `blocks`: the block formats, and reading them back as floats.
+//! - `block_build`: building block matrices from codes, floats or a GGUF file's bytes; row
+//!   order and stacking.
 //! - `half`: half-float conversions for the 4-bit blocks' scales.
 //! - `dot`: one weight row · one float activation row: AVX-512 (the codes index a table of the
 //!   block's sixteen weights), AVX2 and portable versions.
@@ -32,6 +34,7 @@
 
 pub mod amx;
 pub mod attention;
+mod block_build;
 mod blocks;
 mod dot;
 pub mod dpbf16;
@@ -57,7 +60,8 @@ pub(crate) mod testing {
     }
 }
 
-pub use blocks::{BlockMatrix, GgufBlocks, Q4Block, Q8Block, BLOCK};
+pub use block_build::GgufBlocks;
+pub use blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
 pub use gemm::gemm;
 pub use matmul::matmul;
 
