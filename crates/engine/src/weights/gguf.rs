@@ -34,9 +34,7 @@ impl<'a> GgufWeights<'a> {
             )),
         }
     }
-}
 
-impl GgufWeights<'_> {
     /// A Q4_K tensor's 32-wide groups as 4-bit blocks, their scales and mins rounded to half
     /// floats (as `Linear::build` does with `matrix`'s groups), decoded one super-block at a
     /// time rather than through the whole tensor's unpacked codes.
