@@ -93,7 +93,7 @@ impl Lcg {
     }
 }
 
-/// Writes the model next to the other temporary files and returns its path.
+/// Writes the model into the test target's temporary folder and returns its path.
 fn write_model() -> std::path::PathBuf {
     let donor = GgufFile::open(&common::model_path()).expect("open the test model");
     let mut w = GgufWriter::new();
@@ -178,7 +178,7 @@ fn write_model() -> std::path::PathBuf {
         w.add_tensor(&name, &[HIDDEN], &ones, GgmlType::F32)
             .expect("norm");
     }
-    let path = std::env::temp_dir().join(format!("beamline-q4_k_m-{}.gguf", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("q4_k_m_shaped.gguf");
     w.write(&path).expect("write the model");
     path
 }

@@ -156,7 +156,7 @@ impl RawWeight {
         // `None` (a float part) sorts first: then the parts stack as floats.
         match groups.iter().min().copied().flatten() {
             Some(group) if forms_differ || groups_differ => {
-                RawWeight::cat_rows(parts.into_iter().map(|p| p.to_sym8(group)).collect())
+                RawWeight::cat_rows(parts.into_iter().map(|p| p.into_sym8(group)).collect())
             }
             _ => RawWeight::cat_rows(parts),
         }
@@ -173,7 +173,7 @@ impl RawWeight {
     /// The weight as 8-bit symmetric groups of `group` inputs: kept as it is when it already is
     /// one, otherwise rounded from its values (`scale = max|w| / 127`, an error of at most half
     /// an 8-bit step).
-    pub fn to_sym8(self, group: usize) -> RawWeight {
+    fn into_sym8(self, group: usize) -> RawWeight {
         if matches!(self, RawWeight::Sym8 { group: g, .. } if g == group) {
             return self;
         }
@@ -197,10 +197,7 @@ impl RawWeight {
 }
 
 fn first_group(parts: &[RawWeight]) -> Option<usize> {
-    match parts.first()? {
-        RawWeight::Float(_) => None,
-        RawWeight::Affine4 { group, .. } | RawWeight::Sym8 { group, .. } => Some(*group),
-    }
+    parts.first()?.group()
 }
 
 /// The row permutation that turns llama.cpp's interleaved rope layout of a q or k projection
