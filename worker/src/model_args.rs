@@ -21,12 +21,12 @@ pub struct ModelArgs {
     /// Sequences decoded together.
     #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
-    /// on: batched products in bfloat16 where the CPU has AMX tile units or AVX-512 BF16 (bfloat16 factors,
-    /// float32 sums); off: float32 activations everywhere.
+    /// on: batched products in bfloat16 where that is faster (AMX tile units; AVX-512 BF16 on
+    /// AMD; bfloat16 factors, float32 sums); off: float32 activations everywhere.
     #[arg(long, alias = "amx", env = "BEAMLINE_BF16", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub bf16: bool,
-    /// on: where no bfloat16 kernel runs, batched products with activations rounded to 8 bits
-    /// per 32-input block (integer sums, the weights exact; about 1.3x faster on AVX2, but
+    /// on: on AVX2 CPUs without AVX-512 or bfloat16, batched products with activations rounded
+    /// to 8 bits per 32-input block (integer sums, the weights exact; about 1.3x faster, but
     /// further from the float model); off: float32 activations there.
     #[arg(long, env = "BEAMLINE_INT8", default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub int8: bool,

@@ -50,12 +50,14 @@ pub struct WorkerSettings {
     /// Engine settings: `auto|none|int8|int4`, `auto|cpu|cuda`.
     pub quant: String,
     pub device: String,
-    /// Batched products in bfloat16 where the CPU has AMX tile units or AVX-512 BF16 (bfloat16
-    /// factors, float32 sums); false keeps float32 activations everywhere. (Formerly `amx`.)
+    /// Batched products in bfloat16 where that is faster (AMX tile units; AVX-512 BF16 on AMD;
+    /// bfloat16 factors, float32 sums); false keeps float32 activations everywhere. (Formerly
+    /// `amx`.)
     #[serde(alias = "amx")]
     pub bf16: bool,
-    /// Where no bfloat16 kernel runs, batched products with activations rounded to 8 bits per
-    /// 32-input block (about 1.3x faster on AVX2, further from the float model); off by default.
+    /// On AVX2 CPUs without AVX-512 or bfloat16, batched products with activations rounded to
+    /// 8 bits per 32-input block (about 1.3x faster, further from the float model); off by
+    /// default.
     pub int8: bool,
     /// Name in result rows, shard keys and logs; host name and pid when unset.
     pub name: Option<String>,

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{amx, dpbf16, gemm, int8, matmul, BlockMatrix};
+use beamline_engine::cpu::{amx, dpbf16, fma512, gemm, int8, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -51,6 +51,9 @@ fn main() {
     if dpbf16::available() {
         kernels.push("dpbf16");
     }
+    if fma512::available() {
+        kernels.push("fma512");
+    }
     if int8::available() {
         kernels.push("int8");
     }
@@ -83,6 +86,7 @@ fn main() {
                         "gemm" => gemm(w, &x, m, &mut out),
                         "amx" => amx::gemm(w, &x, m, &mut out),
                         "int8" => int8::gemm(w, &x, m, &mut out),
+                        "fma512" => fma512::gemm(w, &x, m, &mut out),
                         _ => dpbf16::gemm(w, &x, m, &mut out),
                     }
                     out_all.push(out[0]);

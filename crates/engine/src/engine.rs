@@ -26,13 +26,14 @@ pub struct EngineOptions {
     pub device: DeviceChoice,
     /// Sequences decoded together (KV-cache slots).
     pub max_batch: usize,
-    /// On a CPU with AMX tile units or AVX-512 BF16, run the block products of several rows
-    /// (prefill, batched decoding) in bfloat16: bfloat16 factors with float32 sums, two (AVX-512
-    /// BF16) to several (AMX) times faster than float32. Off: float32 activations everywhere
-    /// (exactly the dequantized model's arithmetic).
+    /// On a CPU with AMX tile units, or AVX-512 BF16 on AMD, run the block products of several
+    /// rows (prefill, batched decoding) in bfloat16: bfloat16 factors with float32 sums, two
+    /// (AVX-512 BF16) to several (AMX) times faster than float32 (Intel cores run `vdpbf16ps`
+    /// at half the float32 rate, so without AMX they keep float32 products). Off: float32
+    /// activations everywhere (exactly the dequantized model's arithmetic).
     pub bf16: bool,
-    /// Where the bfloat16 kernels do not run (AVX2 CPUs without AMX or AVX-512 BF16, or `bf16`
-    /// off), run the block products of several rows with the activations rounded to 8 bits per
+    /// On AVX2 CPUs without AVX-512 (where neither the bfloat16 kernels nor the float32 AVX-512
+    /// one run), run the block products of several rows with the activations rounded to 8 bits per
     /// 32-input block (llama.cpp's way; integer sums, the weights exact): about 1.3x the
     /// float32 products on a Zen 3, at a clear cost in fidelity (see `cpu::Products`), so off
     /// by default.

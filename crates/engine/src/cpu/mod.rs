@@ -5,9 +5,10 @@
 //! bfloat16 only; on an AVX2 machine with float32 activations they fall back to scalar loops
 //! and run slower than dense float32. Here weights stay in 32-wide blocks (4-bit affine or 8-bit
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
-//! block, against float32 activations. On CPUs with AMX tile units or AVX-512 BF16, products
-//! of several rows round activations and weights to bfloat16 (on by default,
-//! `EngineOptions::bf16`). Rounding the activations to 8 bits, llama.cpp's way, is opt-in
+//! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
+//! products of several rows round activations and weights to bfloat16 (on by default,
+//! `EngineOptions::bf16`); other AVX-512 CPUs multiply several rows in float32 at the full FMA
+//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. Rounding the activations to 8 bits, llama.cpp's way, is opt-in
 //! (`int8`, `EngineOptions::int8`): a one-block-at-a-time kernel tried earlier was no faster
 //! from four rows; the kernel here sums a group of 8 blocks in integers and is about 1.3x the
 //! float32 GEMM on a Zen 3, but SmolLM2's greedy agreement with the float model falls from 100%
@@ -27,8 +28,10 @@
 //! - `pairs`: the bfloat16 operands both bfloat16 kernels multiply (activation pair tiles,
 //!   block columns expanded to bfloat16).
 //! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
-//! - `dpbf16`: wide batches on CPUs with AVX-512 BF16 and no tile unit (`vdpbf16ps`).
-//! - `int8`: wide batches on AVX2 CPUs without bfloat16: 8-bit activations (`vpmaddubsw`).
+//! - `dpbf16`: wide batches on AMD CPUs with AVX-512 BF16 (`vdpbf16ps`).
+//! - `fma512`: wide batches in float32 on other AVX-512 CPUs without a tile unit (Intel's,
+//!   whose `vdpbf16ps` runs at half the float32 rate), and wherever bfloat16 is off.
+//! - `int8`: wide batches on AVX2 CPUs without AVX-512: 8-bit activations (`vpmaddubsw`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
 
@@ -40,6 +43,7 @@ mod dot;
 pub mod dpbf16;
 pub mod elementwise;
 mod expand;
+pub mod fma512;
 mod gemm;
 mod half;
 pub mod int8;
@@ -77,19 +81,24 @@ pub const AMX_MIN_ROWS: usize = 2;
 /// Zen 4: one step's products 13.0 ms by rows against 15.1 at 4 rows, 20.8 against 15.1 at 6).
 pub const DPBF16_MIN_ROWS: usize = 5;
 
+/// From this many activation rows on, the float32 AVX-512 kernel ([`fma512::gemm`]) runs the
+/// products no bfloat16 kernel takes (`examples/kernel_bench` on an Emerald Rapids Xeon: one
+/// step's products 21.0 ms against 23.3 by rows at 4 rows, 22.6 against 20.3 at 3).
+pub const FMA512_MIN_ROWS: usize = 4;
+
 /// From this many activation rows on, the 8-bit kernel ([`int8::gemm`]) runs the product on
-/// CPUs without a bfloat16 unit.
+/// AVX2 CPUs without AVX-512 or a bfloat16 unit.
 pub const INT8_MIN_ROWS: usize = 4;
 
-/// Whether products of several rows can run in bfloat16 here (on the tile unit or with AVX-512
-/// BF16).
+/// Whether products of several rows run faster in bfloat16 here: on the tile unit, or with
+/// AVX-512 BF16 on AMD (Intel cores without the tile unit are faster in float32, `fma512`).
 pub fn bf16_available() -> bool {
-    amx::available() || dpbf16::available()
+    amx::available() || dpbf16::faster_than_float32()
 }
 
-/// Which rounded kernels products of several rows may use. bfloat16 is on by default where
-/// the CPU has AMX or AVX-512 BF16 (it keeps 83-95% of greedy tokens); 8-bit activations are
-/// opt-in, for where bfloat16 does not run (about 1.3x the float32 products on a Zen 3, but
+/// Which rounded kernels products of several rows may use. bfloat16 is on by default where it
+/// is faster than float32 ([`bf16_available`]; it keeps 83-95% of greedy tokens); 8-bit
+/// activations are opt-in, for AVX2 CPUs without AVX-512 (about 1.3x the float32 products on a Zen 3, but
 /// SmolLM2's greedy agreement with the float model falls to about half). Off, the products
 /// are float32 (the dequantized model's arithmetic up to summation order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,20 +126,24 @@ impl Products {
         self.bf16 && bf16_available()
     }
 
-    /// Whether wide products run with 8-bit activations on this CPU (where no bfloat16
-    /// kernel runs them).
+    /// Whether wide products run with 8-bit activations on this CPU (where neither a
+    /// bfloat16 kernel nor the float32 AVX-512 one runs them).
     pub fn uses_int8(self) -> bool {
-        self.int8 && !self.uses_bf16() && int8::available()
+        self.int8 && !self.uses_bf16() && !fma512::available() && int8::available()
     }
 }
 
-/// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`.
+/// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`: the fastest
+/// this CPU has. With bfloat16 allowed that is the tile unit, or AVX-512 BF16 where it
+/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]); then float32.
 pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
     let bf16 = products.bf16;
     if bf16 && m >= AMX_MIN_ROWS && amx::available() {
         amx::gemm(w, x, m, out)
-    } else if bf16 && m >= DPBF16_MIN_ROWS && dpbf16::available() {
+    } else if bf16 && m >= DPBF16_MIN_ROWS && dpbf16::faster_than_float32() {
         dpbf16::gemm(w, x, m, out)
+    } else if m >= FMA512_MIN_ROWS && fma512::available() {
+        fma512::gemm(w, x, m, out)
     } else if m >= INT8_MIN_ROWS && products.uses_int8() {
         int8::gemm(w, x, m, out)
     } else if m >= GEMM_MIN_ROWS {

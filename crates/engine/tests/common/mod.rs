@@ -48,7 +48,7 @@ pub fn engine_f32() -> &'static Mutex<Engine> {
 }
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
-/// in bfloat16 where the CPU has AMX or AVX-512 BF16).
+/// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, true, false))
