@@ -1,7 +1,8 @@
 //! Times the CPU block kernels on SmolLM2-135M's matrix shapes (one decoding step's worth of
 //! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`) and the
-//! register-tiled GEMM on expanded panels (`gemm`), and the bfloat16 kernels where the CPU has
-//! them: the AMX tile unit (`amx`), AVX-512 BF16 (`dpbf16`). Prints wall and CPU milliseconds per step
+//! register-tiled GEMM on expanded panels (`gemm`), and where the CPU has them the float32
+//! AVX-512 tiles (`fma512`), the bfloat16 kernels (the AMX tile unit, `amx`; AVX-512 BF16,
+//! `dpbf16`) and the 8-bit one (`int8`). Prints wall and CPU milliseconds per step
 //! (CPU time still means something on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;
