@@ -22,7 +22,8 @@ pub struct ModelArgs {
     #[arg(long = "max-batch", env = "BEAMLINE_MAX_BATCH", default_value_t = 32)]
     pub max_batch: usize,
     /// on: batched products in bfloat16 where that is faster (AMX tile units; AVX-512 BF16 on
-    /// AMD; bfloat16 factors, float32 sums); off: float32 activations everywhere.
+    /// AMD; bfloat16 factors, float32 sums), and a bfloat16 KV cache with AVX-512 BF16; off:
+    /// float32 everywhere.
     #[arg(long, alias = "amx", env = "BEAMLINE_BF16", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub bf16: bool,
     /// on: on AVX2 CPUs without AVX-512 or bfloat16, batched products with activations rounded

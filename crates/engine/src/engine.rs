@@ -29,8 +29,9 @@ pub struct EngineOptions {
     /// On a CPU with AMX tile units, or AVX-512 BF16 on AMD, run the block products of several
     /// rows (prefill, batched decoding) in bfloat16: bfloat16 factors with float32 sums, two
     /// (AVX-512 BF16) to several (AMX) times faster than float32 (Intel cores run `vdpbf16ps`
-    /// at half the float32 rate, so without AMX they keep float32 products). Off: float32
-    /// activations everywhere (exactly the dequantized model's arithmetic).
+    /// at half the float32 rate, so without AMX they keep float32 products). With AVX-512 BF16
+    /// the KV cache is bfloat16 too. Off: float32 activations everywhere (exactly the
+    /// dequantized model's arithmetic).
     pub bf16: bool,
     /// On AVX2 CPUs without AVX-512 (where neither the bfloat16 kernels nor the float32 AVX-512
     /// one run), run the block products of several rows with the activations rounded to 8 bits per

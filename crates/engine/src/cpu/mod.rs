@@ -90,14 +90,21 @@ pub const FMA512_MIN_ROWS: usize = 4;
 /// AVX2 CPUs without AVX-512 or a bfloat16 unit.
 pub const INT8_MIN_ROWS: usize = 4;
 
+/// Whether this CPU has bfloat16 arithmetic (the tile unit or AVX-512 BF16): with `--bf16` on,
+/// the KV cache is held in bfloat16 there (half the bytes), and products of several rows run
+/// in bfloat16 where that is faster ([`bf16_products_available`]).
+pub fn bf16_available() -> bool {
+    amx::available() || dpbf16::available()
+}
+
 /// Whether products of several rows run faster in bfloat16 here: on the tile unit, or with
 /// AVX-512 BF16 on AMD (Intel cores without the tile unit are faster in float32, `fma512`).
-pub fn bf16_available() -> bool {
+pub fn bf16_products_available() -> bool {
     amx::available() || dpbf16::faster_than_float32()
 }
 
-/// Which rounded kernels products of several rows may use. bfloat16 is on by default where it
-/// is faster than float32 ([`bf16_available`]; it keeps 83-95% of greedy tokens); 8-bit
+/// Which rounded kernels products of several rows may use. bfloat16 is on by default where
+/// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens); 8-bit
 /// activations are opt-in, for AVX2 CPUs without AVX-512 (about 1.3x the float32 products on a Zen 3, but
 /// SmolLM2's greedy agreement with the float model falls to about half). Off, the products
 /// are float32 (the dequantized model's arithmetic up to summation order).
@@ -121,7 +128,8 @@ impl Products {
         int8: false,
     };
 
-    /// Whether wide products run in bfloat16 on this CPU.
+    /// Whether bfloat16 rounding happens on this CPU: the KV cache's, and the wide products'
+    /// where bfloat16 is the faster ([`bf16_products_available`]).
     pub fn uses_bf16(self) -> bool {
         self.bf16 && bf16_available()
     }
