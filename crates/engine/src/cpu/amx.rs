@@ -321,13 +321,14 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// Every edge of the tiling, against the float product (`pairs::check_against_the_float_product`).
+    /// Every edge of the tiling, against the float product within bfloat16 rounding
+    /// (`testing::check_against_the_float_product`).
     #[test]
     fn matches_the_float_product_within_bfloat16_rounding() {
         if !available() {
             eprintln!("skipped: no AMX tile unit on this CPU");
             return;
         }
-        super::super::pairs::check_against_the_float_product(gemm, 5);
+        crate::cpu::testing::check_against_the_float_product(gemm, 5, 1.0 / 128.0);
     }
 }

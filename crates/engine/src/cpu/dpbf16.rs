@@ -278,14 +278,15 @@ mod tests {
     use super::*;
     use crate::cpu::testing::lcg;
 
-    /// Every edge of the tiling, against the float product (`pairs::check_against_the_float_product`).
+    /// Every edge of the tiling, against the float product within bfloat16 rounding
+    /// (`testing::check_against_the_float_product`).
     #[test]
     fn matches_the_float_product_within_bfloat16_rounding() {
         if !available() {
             eprintln!("skipped: no AVX-512 BF16 on this CPU");
             return;
         }
-        super::super::pairs::check_against_the_float_product(gemm, 9);
+        crate::cpu::testing::check_against_the_float_product(gemm, 9, 1.0 / 128.0);
     }
 
     /// The register transpose that turns a tile's products into output rows.

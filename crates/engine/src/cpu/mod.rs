@@ -54,6 +54,51 @@ pub(crate) mod pool;
 /// What the kernels' tests share.
 #[cfg(test)]
 pub(crate) mod testing {
+    use super::BlockMatrix;
+
+    /// The check every wide kernel passes: every edge of its tiling (ragged weight rows: a
+    /// partial tile, a partial panel; activation rows from one to past two groups of 16), 4-bit
+    /// and 8-bit blocks, against the float product of the expanded weights, within
+    /// `tolerance` of the sum of the products' magnitudes (bfloat16 keeps 8 significant bits of
+    /// each factor: 1/128; float32 differs only in summation order).
+    pub fn check_against_the_float_product(
+        gemm: fn(&BlockMatrix, &[f32], usize, &mut [f32]),
+        mut seed: u64,
+        tolerance: f32,
+    ) {
+        let mut next = || lcg(&mut seed);
+        let (rows, cols) = (150, 96);
+        let codes: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 16) as u8).collect();
+        let scales: Vec<f32> = (0..rows * cols / 32)
+            .map(|_| next().abs() * 0.1 + 0.01)
+            .collect();
+        let mins: Vec<f32> = (0..rows * cols / 32).map(|_| next() * 0.2).collect();
+        let floats: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+        for w in [
+            BlockMatrix::from_q4_codes(rows, cols, &codes, &scales, &mins),
+            BlockMatrix::q8_from_floats(rows, cols, &floats),
+        ] {
+            let wf = w.to_f32();
+            for m in [1, 4, 5, 8, 9, 15, 16, 17, 33, 40] {
+                let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
+                let mut got = vec![f32::NAN; m * rows];
+                gemm(&w, &x, m, &mut got);
+                for i in 0..m {
+                    for r in 0..rows {
+                        let (xs, ws) = (&x[i * cols..][..cols], &wf[r * cols..][..cols]);
+                        let want: f32 = xs.iter().zip(ws).map(|(a, b)| a * b).sum();
+                        let bound: f32 = xs.iter().zip(ws).map(|(a, b)| (a * b).abs()).sum();
+                        let g = got[i * rows + r];
+                        assert!(
+                            (g - want).abs() <= tolerance * bound.max(1e-3),
+                            "m {m} [{i}, {r}]: {g} vs {want} (bound {bound})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Pseudo-random numbers in [-0.5, 0.5) from a linear congruential generator: the same
     /// inputs on every run.
     pub fn lcg(seed: &mut u64) -> f32 {
