@@ -8,8 +8,9 @@
 //! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
 //! products of several rows round activations and weights to bfloat16 (on by default,
 //! `EngineOptions::bf16`); other AVX-512 CPUs multiply several rows in float32 at the full FMA
-//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. Rounding the activations to 8 bits, llama.cpp's way, is opt-in
-//! (`int8`, `EngineOptions::int8`): a one-block-at-a-time kernel tried earlier was no faster
+//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. Rounding the activations to 8
+//! bits, llama.cpp's way, is opt-in on AVX2 CPUs without AVX-512 (`int8`,
+//! `EngineOptions::int8`): a one-block-at-a-time kernel tried earlier was no faster
 //! from four rows; the kernel here sums a group of 8 blocks in integers and is about 1.3x the
 //! float32 GEMM on a Zen 3, but SmolLM2's greedy agreement with the float model falls from 100%
 //! to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
