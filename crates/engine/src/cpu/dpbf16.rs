@@ -24,12 +24,6 @@ use super::pool::{self, SharedOut};
 /// Weight rows expanded at a time (one `Tiles` per block column).
 const SUB_PANEL_ROWS: usize = 2 * TILE;
 
-/// Tasks per thread: a few, so that a thread held up elsewhere is made up for by the others,
-/// but long runs of sub-panels within a task, since each prefetches the next into its own
-/// core's cache (a task's first sub-panel was prefetched by whichever thread ran the rows
-/// before it). Measured with `kernel_bench`: 3 as fast as 1 or 2, 6 and 8 slower.
-const TASKS_PER_THREAD: usize = 3;
-
 /// Whether this kernel can run here.
 pub fn available() -> bool {
     pairs::available()
@@ -48,11 +42,7 @@ pub fn faster_than_float32() -> bool {
 fn intel() -> bool {
     // CPUID leaf 0: the vendor string in EBX, EDX, ECX.
     let leaf0 = std::arch::x86_64::__cpuid(0);
-    let vendor: Vec<u8> = [leaf0.ebx, leaf0.edx, leaf0.ecx]
-        .iter()
-        .flat_map(|r| r.to_le_bytes())
-        .collect();
-    vendor == b"GenuineIntel"
+    [leaf0.ebx, leaf0.edx, leaf0.ecx].map(u32::to_le_bytes) == [*b"Genu", *b"ineI", *b"ntel"]
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -66,11 +56,7 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     assert!(available(), "the bfloat16 kernel needs AVX-512 BF16");
     assert_eq!(x.len(), m * cols);
     assert_eq!(out.len(), m * rows);
-    let sub_panels = rows.div_ceil(SUB_PANEL_ROWS);
-    let per_task = sub_panels
-        .div_ceil(pool::threads() * TASKS_PER_THREAD)
-        .max(1)
-        * SUB_PANEL_ROWS;
+    let per_task = pool::rows_per_task(rows, SUB_PANEL_ROWS);
     pairs::with_activation_tiles(x, m, cols, |acts| {
         let base = SharedOut(out.as_mut_ptr());
         pool::run(rows.div_ceil(per_task), &|task| {
@@ -287,6 +273,16 @@ mod tests {
             return;
         }
         crate::cpu::testing::check_against_the_float_product(gemm, 9, 1.0 / 128.0);
+    }
+
+    /// The CPUID vendor check agrees with the kernel's own reading of the CPU.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn intel_reads_the_vendor() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if let Some(line) = cpuinfo.lines().find(|l| l.starts_with("vendor_id")) {
+            assert_eq!(super::intel(), line.ends_with("GenuineIntel"), "{line}");
+        }
     }
 
     /// The register transpose that turns a tile's products into output rows.

@@ -44,9 +44,6 @@ const SUB_PANEL_ROWS: usize = WIDTH * LANES;
 /// Activation rows per register tile and per group of the activations' layout.
 const GROUP: usize = 8;
 
-/// Tasks per thread, as for `dpbf16`: a few, so that a thread held up elsewhere is made up for.
-const TASKS_PER_THREAD: usize = 3;
-
 thread_local! {
     /// The caller's activations, input-major per group of 8 rows, reused across calls.
     static ACTIVATIONS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -78,11 +75,7 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     assert_eq!(x.len(), m * cols);
     assert_eq!(out.len(), m * rows);
     let groups = m.div_ceil(GROUP);
-    let sub_panels = rows.div_ceil(SUB_PANEL_ROWS);
-    let per_task = sub_panels
-        .div_ceil(pool::threads() * TASKS_PER_THREAD)
-        .max(1)
-        * SUB_PANEL_ROWS;
+    let per_task = pool::rows_per_task(rows, SUB_PANEL_ROWS);
     ACTIVATIONS.with_borrow_mut(|acts| {
         // Rows past `m` in the last group keep whatever an earlier call left there: their
         // products land in accumulators that are never stored.
