@@ -13,6 +13,10 @@ worker/src/commands/bench_text.txt exactly as `worker bench` cuts them.
 
 On CUDA each side's peak device memory is read too: transformers' from torch's allocator,
 beamline's by polling nvidia-smi for the worker's process while it runs.
+
+With --llama-cpp PYTHON (an interpreter with llama-cpp-python, as scripts/install_llama_cpp.sh
+installs it), llama.cpp runs the batch-1 greedy case too, single-stream on the same GGUF and
+prompt, in its own process (scripts/llama_cpp_bench.py).
 """
 import argparse, json, os, resource, subprocess, sys, threading, time
 
@@ -113,6 +117,15 @@ def run_transformers(model, prompts, decoding, beams, new_tokens, device):
             "device_peak_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None}
 
 
+def run_llama_cpp(python, model, prompt, new_tokens, threads):
+    request = {"model": model, "threads": threads, "prompt_ids": prompt, "new_tokens": new_tokens}
+    script = os.path.join(ROOT, "scripts", "llama_cpp_bench.py")
+    proc = subprocess.run([python, script], input=json.dumps(request), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"llama.cpp bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -130,29 +143,36 @@ def main():
                     help="transformers' dtype (default: float32 for a GGUF; bfloat16 on CUDA, else as stored, for a folder)")
     ap.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated case names")
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--llama-cpp", metavar="PYTHON", default=None,
+                    help="a Python with llama-cpp-python: llama.cpp runs the batch-1 greedy case too (GGUF only)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-out", "engine.json"))
     args = ap.parse_args()
     wanted = set(args.cases.split(","))
     cases = [c for c in CASES if c[0] in wanted]
 
+    if args.llama_cpp and os.path.isdir(args.model):
+        raise SystemExit("--llama-cpp needs a .gguf model")
     model = tok = source = None
-    if not args.skip_transformers:
+    if not args.skip_transformers or args.llama_cpp:
         os.environ["HF_HUB_OFFLINE"] = "1"
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         torch.set_num_threads(args.threads)
-        if os.path.isdir(args.model):
+        gguf = {} if os.path.isdir(args.model) else {"gguf_file": os.path.basename(args.model)}
+        folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
+        tok = AutoTokenizer.from_pretrained(folder, **gguf)
+        if args.skip_transformers:
+            pass
+        elif os.path.isdir(args.model):
             dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "auto")
             print(f"transformers loading {args.model} ({dtype}) ...", file=sys.stderr, flush=True)
-            tok = AutoTokenizer.from_pretrained(args.model)
             model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, dtype, dtype))
         else:
-            folder, name = os.path.split(os.path.abspath(args.model))
             print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
-            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             dtype = getattr(torch, args.dtype or "float32")
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
-        model = model.to(args.device).eval()
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **gguf)
+        if model is not None:
+            model = model.to(args.device).eval()
         with open(os.path.join(ROOT, "worker", "src", "commands", "bench_text.txt"), encoding="utf-8") as f:
             source = tok(f.read(), add_special_tokens=False)["input_ids"]
 
@@ -165,6 +185,11 @@ def main():
             print(f"transformers {name:<11} ...", file=sys.stderr, flush=True)
             prompts = synthetic_prompts(source, batch, args.prompt_tokens)
             row["transformers"] = run_transformers(model, prompts, decoding, beams, args.max_new_tokens, args.device)
+        if args.llama_cpp and batch == 1 and decoding == "greedy":
+            print(f"llama.cpp    {name:<11} ...", file=sys.stderr, flush=True)
+            prompt = synthetic_prompts(source, 1, args.prompt_tokens)[0]
+            row["llama_cpp"] = run_llama_cpp(args.llama_cpp, os.path.abspath(args.model), prompt,
+                                             args.max_new_tokens, args.threads)
         results.append(row)
 
     print(f"\n{'case':<12}{'beamline tok/s':>16}{'transformers':>14}{'ratio':>8}{'prompt tok/s ratio':>20}"
@@ -183,6 +208,14 @@ def main():
         print(f"{row['case']:<12}{b['generated_tokens_per_s']:>16.1f}{(t or {}).get('generated_tokens_per_s', float('nan')):>14.1f}"
               f"{ratio:>8.2f}{pratio:>20.2f}{b['peak_rss_bytes'] / 2**20:>10.0f}/{load / 2**20:.0f} MiB"
               f"{held / 2**20:>8.0f} MiB{peak / held:>12.2f}{(peak - b['baseline_rss_bytes']) / held:>23.2f}")
+    for row in results:
+        if "llama_cpp" in row:
+            b, l = row["beamline"], row["llama_cpp"]
+            row["ratio_llama_cpp"] = b["generated_tokens_per_s"] / l["generated_tokens_per_s"]
+            print(f"\n{row['case']}: llama.cpp {l['generated_tokens_per_s']:.1f} tok/s (decode {l['decode_tokens_per_s']:.1f}, "
+                  f"prompt {l['prompt_tokens_per_s']:.1f}, peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB); "
+                  f"beamline {b['generated_tokens_per_s']:.1f} (decode {b['decode_tokens_per_s']:.1f}, prompt "
+                  f"{b['prompt_tokens_per_s']:.1f}): {row['ratio_llama_cpp']:.2f}x llama.cpp")
     if args.device == "cuda":
         mib = lambda v: f"{v / 2**20:.0f} MiB" if v else "n/a"
         print(f"\n{'case':<12}{'beamline process':>18}{'transformers allocated':>24}{'reserved':>12}{'beamline weights+KV':>21}")

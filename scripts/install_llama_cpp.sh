@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs llama-cpp-python (llama.cpp compiled for this CPU) into its own virtualenv outside
+# the checkout, once per machine, for `bench_engine.py --llama-cpp`; prints that virtualenv's
+# python. Optional: nothing else needs it. The compile takes about 25 minutes on 2 cores.
+#
+#   python=$(scripts/install_llama_cpp.sh)
+#   .venv/bin/python scripts/bench_engine.py --llama-cpp "$python" --cases "greedy b1"
+set -euo pipefail
+version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+cache="${BEAMLINE_CACHE:-${HOME:-/root}/.cache/beamline}"
+venv="$cache/llama-cpp-$version"
+python="$venv/bin/python"
+if [ -x "$python" ] && "$python" -c "import llama_cpp" 2>/dev/null; then
+  echo "$python"
+  exit 0
+fi
+echo "install_llama_cpp: compiling llama-cpp-python $version for this CPU (once per machine, about 25 min)" >&2
+start=$(date +%s)
+rm -rf "$venv"
+python3 -m venv "$venv"
+# Native build (this CPU's vector extensions, as a user of llama.cpp would build it); no tests
+# or examples.
+CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+  "$venv/bin/pip" install --quiet --no-cache-dir "llama-cpp-python==$version" numpy >&2
+echo "install_llama_cpp: done in $(( $(date +%s) - start )) s" >&2
+echo "$python"
