@@ -161,18 +161,15 @@ def main():
         gguf = {} if os.path.isdir(args.model) else {"gguf_file": os.path.basename(args.model)}
         folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
         tok = AutoTokenizer.from_pretrained(folder, **gguf)
-        if args.skip_transformers:
-            pass
-        elif os.path.isdir(args.model):
-            dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "auto")
-            print(f"transformers loading {args.model} ({dtype}) ...", file=sys.stderr, flush=True)
-            model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, dtype, dtype))
-        else:
-            print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
-            dtype = getattr(torch, args.dtype or "float32")
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **gguf)
-        if model is not None:
-            model = model.to(args.device).eval()
+        if not args.skip_transformers:
+            if gguf:
+                print("transformers loading (dequantizes the GGUF to float32) ...", file=sys.stderr, flush=True)
+                dtype = getattr(torch, args.dtype or "float32")
+            else:
+                name = args.dtype or ("bfloat16" if args.device == "cuda" else "auto")
+                print(f"transformers loading {args.model} ({name}) ...", file=sys.stderr, flush=True)
+                dtype = getattr(torch, name, name)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **gguf).to(args.device).eval()
         with open(os.path.join(ROOT, "worker", "src", "commands", "bench_text.txt"), encoding="utf-8") as f:
             source = tok(f.read(), add_special_tokens=False)["input_ids"]
 
