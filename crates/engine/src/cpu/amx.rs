@@ -135,6 +135,11 @@ mod x86 {
         assert!(acts.len() >= groups * kblocks * TILE_BYTES);
         let group_tiles = |g: usize| acts[g * kblocks * TILE_BYTES..].as_ptr();
         let mut products = Products([0f32; 4 * TILE * TILE]);
+        // The first sub-panel's bytes: later sub-panels are prefetched while the one before
+        // them is expanded, this one would otherwise wait out a miss per block.
+        for r in start..(start + 2 * TILE).min(end) {
+            w.prefetch_row(r);
+        }
         // SAFETY: the configuration is a valid palette-1 configuration.
         unsafe { asm!("ldtilecfg [{0}]", in(reg) &CONFIG as *const TileConfig) };
         for r0 in (start..end).step_by(2 * TILE) {
