@@ -309,8 +309,10 @@ fn group_step<T: KvElement>(
             // SAFETY: the CPU has AVX-512F and `d` is a multiple of 64 (`suits`); the segments
             // cover positions `0..n`, the scores `group * n`.
             unsafe {
-                for segment in keys.iter().filter(|s| !s.rows.is_empty()) {
-                    avx512::scores(queries, *segment, n, d, scale, scores);
+                for (segment, values) in keys.iter().zip(&values) {
+                    if !segment.rows.is_empty() {
+                        avx512::scores(queries, *segment, values.rows, n, d, scale, scores);
+                    }
                 }
                 let totals = normalise(scores, n);
                 avx512::weighted_sum(scores, &values, n, d, &totals, parts.out);

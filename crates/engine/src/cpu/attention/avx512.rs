@@ -13,15 +13,20 @@ pub fn suits(d: usize) -> bool {
 }
 
 /// `scores[h * n + p] = scale * queries[h] · keys[p]` for every head `h` of the group and
-/// position `p` of the segment.
+/// position `p` of the segment. `values` are the same positions' values: each block of
+/// positions prefetches its values (read after the softmax) and the next block's keys, since
+/// a step reads every slot's cache from memory once and these runs are too short for the
+/// hardware prefetchers to pick up (batch 16, SmolLM2: about 37 MB a step at 100 positions,
+/// against 98 MB of weights).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `d` is a multiple of 16; the segment holds whole rows of `d`
-/// within positions `0..n`; `scores` holds `group * n` floats.
+/// within positions `0..n`; `values` as many as the keys; `scores` holds `group * n` floats.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn scores<T: KvElement>(
     queries: &[f32],
     keys: super::Segment<T>,
+    values: &[T],
     n: usize,
     d: usize,
     scale: f32,
@@ -30,10 +35,13 @@ pub unsafe fn scores<T: KvElement>(
     let group = queries.len() / d;
     let count_all = keys.rows.len() / d;
     assert!(d.is_multiple_of(16) && count_all > 0 && keys.first + count_all <= n);
-    assert!(scores.len() >= group * n);
+    assert!(scores.len() >= group * n && values.len() == keys.rows.len());
     let scale = _mm512_set1_ps(scale);
+    prefetch(keys.rows, 0..count_all.min(16), d);
     for p0 in (0..count_all).step_by(16) {
         let count = (count_all - p0).min(16);
+        prefetch(values, p0..p0 + count, d);
+        prefetch(keys.rows, p0 + count..(p0 + 32).min(count_all), d);
         for h in 0..group {
             let q = queries[h * d..][..d].as_ptr();
             // Past the last position, the last key again (its sums are not stored).
@@ -56,6 +64,17 @@ pub unsafe fn scores<T: KvElement>(
             // (asserted above).
             unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(at), mask, sums) };
         }
+    }
+}
+
+/// Asks for the cache lines of `positions` (rows of `d` elements) of `rows`.
+#[inline(always)]
+fn prefetch<T>(rows: &[T], positions: std::ops::Range<usize>, d: usize) {
+    let row_bytes = d * std::mem::size_of::<T>();
+    let base = rows.as_ptr().cast::<i8>();
+    for at in (positions.start * row_bytes..positions.end * row_bytes).step_by(64) {
+        // A hint only: the address lies inside `rows` (positions within its length).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(at)) };
     }
 }
 
