@@ -18,8 +18,12 @@ use super::blocks::BlockMatrix;
 use super::pairs;
 use super::pool::{self, SharedOut};
 
-/// Weight rows per task; a multiple of 32 (two tiles).
-const PANEL_ROWS: usize = 64;
+/// Weight rows expanded at a time (two tiles). A task takes a run of sub-panels, a few tasks
+/// per thread (`pool::rows_per_task`): each sub-panel prefetches the next one's bytes while it
+/// is expanded, so only a task's first waits on memory. Tasks of 64 rows each (every other
+/// sub-panel cold) decoded batch 16 at 1,104-1,131 tokens/s on a Xeon with AMX, against
+/// 1,162-1,254 this way.
+const PANEL_ROWS: usize = 32;
 
 /// Whether the tile unit can be used: the CPU has AMX-BF16 and AVX-512 BF16, and the kernel
 /// grants this process the tile state.
@@ -64,9 +68,10 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     assert_eq!(out.len(), m * rows);
     pairs::with_activation_tiles(x, m, cols, |acts| {
         let base = SharedOut(out.as_mut_ptr());
-        pool::run(rows.div_ceil(PANEL_ROWS), &|task| {
-            let start = task * PANEL_ROWS;
-            let end = (start + PANEL_ROWS).min(rows);
+        let per_task = pool::rows_per_task(rows, PANEL_ROWS);
+        pool::run(rows.div_ceil(per_task), &|task| {
+            let start = task * per_task;
+            let end = (start + per_task).min(rows);
             // SAFETY: as above; `acts` was sized for `m` rows of `cols` inputs; `out` holds
             // `m * rows` floats and this task alone writes its columns `start..end`.
             unsafe { x86::panel_product(w, start, end, acts, m, base.get().add(start), rows) };
