@@ -323,8 +323,13 @@ fn group_step<T: KvElement>(
         // (then one value) serves every head while it is in L1, instead of each head
         // streaming the whole cache row from L2 again.
         let mut widened = vec![0f32; d];
-        for segment in &keys {
+        for (segment, values) in keys.iter().zip(&values) {
             for (i, k) in segment.rows.chunks_exact(d).enumerate() {
+                // The cache is read from memory once a step, in runs too short for the hardware
+                // prefetchers: ask for this position's value (read after the softmax) and a
+                // key a few positions on.
+                prefetch_row(values.rows, i, d);
+                prefetch_row(segment.rows, i + KEYS_AHEAD, d);
                 let k = T::widen(k, &mut widened);
                 for (h, q) in queries.chunks_exact(d).enumerate() {
                     scores[h * n + segment.first + i] = dot(q, k) * scale;
@@ -343,6 +348,25 @@ fn group_step<T: KvElement>(
             }
         }
     });
+}
+
+/// Positions ahead of the one being scored whose key `group_step` prefetches.
+const KEYS_AHEAD: usize = 8;
+
+/// Asks for the cache lines of position `i` (a row of `d` elements) of `rows`, if it has one.
+#[inline(always)]
+fn prefetch_row<T>(rows: &[T], i: usize, d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = rows.get(i * d..(i + 1) * d) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(row);
+        for at in (0..bytes).step_by(64) {
+            // SAFETY: a hint for an address inside `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast::<i8>().add(at)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (rows, i, d);
 }
 
 /// Whether a bfloat16 cache is read by the vector kernels here (AVX-512, head sizes a multiple
