@@ -85,6 +85,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, BLOCK};
+    use super::super::pairs::x86::transpose_out;
     use super::super::pairs::{expand_column, with_sub_panel, TILE, TILE_BYTES};
 
     /// Palette 1; all eight tiles 16 rows of 64 bytes.
@@ -286,28 +287,26 @@ mod x86 {
             let j = j0 + half * TILE;
             let columns = width.saturating_sub(j).min(TILE);
             let lanes = m.saturating_sub(group * TILE).min(TILE);
-            // Column `lane` of the product tile is one output row: gathered (stride 16) and
-            // stored with a mask for a panel's last, narrower columns.
-            let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
-            let strided = _mm512_setr_epi32(
-                0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
-            );
-            for lane in 0..lanes {
-                // SAFETY: the gather reads `product[jr * 16 + lane]`, `jr < 16`, inside the
-                // tile; the store writes row `group * 16 + lane < m`, columns `j..j + columns`
-                // with `j + columns <= width` (the caller's contract on `out`).
-                unsafe {
-                    let column = _mm512_i32gather_ps::<4>(
-                        _mm512_add_epi32(strided, _mm512_set1_epi32(lane as i32)),
-                        product.as_ptr().cast(),
-                    );
-                    _mm512_mask_storeu_ps(
-                        out.add((group * TILE + lane) * stride + j),
-                        mask,
-                        column,
-                    );
-                }
+            if columns == 0 || lanes == 0 {
+                continue;
             }
+            // Row `jr` of the product tile is weight row `j + jr` against the group's 16
+            // activation rows: transposed in registers into output rows.
+            let rows: [__m512; TILE] = std::array::from_fn(|jr| {
+                // SAFETY: row `jr` of the 16 x 16 tile.
+                unsafe { _mm512_load_ps(product.as_ptr().add(jr * TILE)) }
+            });
+            // SAFETY: rows `group * 16 + lane < m`, columns `j..j + columns` with
+            // `j + columns <= width` (the caller's contract on `out`).
+            unsafe {
+                transpose_out(
+                    &rows,
+                    lanes,
+                    columns,
+                    out.add(group * TILE * stride + j),
+                    stride,
+                )
+            };
         }
     }
 }

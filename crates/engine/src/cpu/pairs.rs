@@ -100,9 +100,8 @@ thread_local! {
 }
 
 /// Converts `x` (`[m, cols]` row-major) to activation tiles, `ceil(m / 16)` groups of
-/// `cols / 32` tiles (the lanes of rows past `m` hold stale values), and hands them to
-/// `use_tiles`. Only call when
-/// [`available`].
+/// `cols / 32` tiles (the lanes of rows past `m` are zero), and hands them to `use_tiles`. Only
+/// call when [`available`].
 pub fn with_activation_tiles<R>(
     x: &[f32],
     m: usize,
@@ -114,9 +113,7 @@ pub fn with_activation_tiles<R>(
     let groups = m.div_ceil(TILE);
     let group_bytes = (cols / BLOCK) * TILE_BYTES;
     ACTIVATIONS.with_borrow_mut(|acts| {
-        // The lanes of rows past `m` in the last group keep whatever an earlier call left
-        // there: each lane's products depend on that lane alone, and those outputs are never
-        // written out (zeroing the buffer cost 1-2% of a decoding step).
+        // Every tile is written whole (the buffer is not cleared between calls).
         let bytes = groups * group_bytes;
         if acts.len() < bytes {
             acts.resize(bytes, 0);
@@ -162,7 +159,7 @@ pub unsafe fn expand_column(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
@@ -179,7 +176,9 @@ mod x86 {
         unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
     }
 
-    /// Converts activation rows to bfloat16 tiles (the module's layout).
+    /// Converts activation rows to bfloat16 tiles (the module's layout): per group and block,
+    /// the 16 rows' 32 inputs (16 pairs each) transposed in registers into the tile's 16 rows
+    /// of 16 pairs. Lanes of rows past `m` are zero.
     ///
     /// # Safety
     /// The CPU has AVX-512F/BW/BF16; `tiles` holds `ceil(m / 16) * cols / 32` tiles.
@@ -187,27 +186,87 @@ mod x86 {
     pub unsafe fn activation_tiles(x: &[f32], m: usize, cols: usize, tiles: &mut [u8]) {
         let kblocks = cols / BLOCK;
         assert!(x.len() >= m * cols && tiles.len() >= m.div_ceil(TILE) * kblocks * TILE_BYTES);
-        let mut pairs = [0u32; 16];
         let order = block_order();
-        for i in 0..m {
-            let (group, lane) = (i / TILE, i % TILE);
+        for group in 0..m.div_ceil(TILE) {
+            let lanes = (m - group * TILE).min(TILE);
             for kb in 0..kblocks {
-                // SAFETY: `x` holds row `i`'s 32 inputs of block `kb` (asserted above).
-                unsafe {
-                    let src = x.as_ptr().add(i * cols + kb * BLOCK);
-                    let lo = _mm512_loadu_ps(src);
-                    let hi = _mm512_loadu_ps(src.add(16));
-                    let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-                    let ordered = _mm512_permutexvar_epi16(order, packed);
-                    _mm512_storeu_si512(pairs.as_mut_ptr().cast(), ordered);
-                }
-                let tile = &mut tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES];
-                for (p, pair) in pairs.iter().enumerate() {
-                    let at = p * 64 + lane * 4;
-                    tile[at..at + 4].copy_from_slice(&pair.to_ne_bytes());
+                let rows: [__m512; TILE] = std::array::from_fn(|lane| {
+                    if lane >= lanes {
+                        return _mm512_setzero_ps();
+                    }
+                    // SAFETY: `x` holds the row's 32 inputs of block `kb` (asserted above).
+                    unsafe {
+                        let src = x.as_ptr().add((group * TILE + lane) * cols + kb * BLOCK);
+                        let lo = _mm512_loadu_ps(src);
+                        let hi = _mm512_loadu_ps(src.add(16));
+                        let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                        _mm512_castsi512_ps(_mm512_permutexvar_epi16(order, packed))
+                    }
+                });
+                let tile = tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES].as_mut_ptr();
+                for (p, pairs) in transpose(&rows).iter().enumerate() {
+                    // SAFETY: row `p` of the tile, 64 bytes.
+                    unsafe { _mm512_storeu_ps(tile.add(p * 64).cast(), *pairs) };
                 }
             }
         }
+    }
+
+    /// Writes `out[i * stride + j] = lane i of products[j]` for `i < lanes`, `j < columns`:
+    /// the 16 x 16 block transposed in registers, then one masked store per output row.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `out` is valid for those writes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_out(
+        products: &[__m512; TILE],
+        lanes: usize,
+        columns: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
+        let rows = transpose(products);
+        for (lane, row) in rows.iter().enumerate().take(lanes) {
+            // SAFETY: the caller's columns of row `lane`.
+            unsafe { _mm512_mask_storeu_ps(out.add(lane * stride), mask, *row) };
+        }
+    }
+
+    /// The 16 x 16 transpose of `m` (register `i` of the result holds lane `i` of every input
+    /// register): interleaving pairs of single floats, then of pairs, then 128-bit quarters
+    /// twice, 64 shuffles in all.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn transpose(m: &[__m512; TILE]) -> [__m512; TILE] {
+        let mut a = [_mm512_setzero_ps(); TILE];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(m[2 * i], m[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(m[2 * i], m[2 * i + 1]);
+        }
+        let mut b = [_mm512_setzero_ps(); TILE];
+        for i in 0..4 {
+            let pd = |v: __m512| _mm512_castps_pd(v);
+            let (t0, t1, t2, t3) = (a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]);
+            b[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
+            b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
+            b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
+            b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
+        }
+        let mut c = [_mm512_setzero_ps(); TILE];
+        for half in 0..2 {
+            for j in 0..4 {
+                let (x, y) = (b[8 * half + j], b[8 * half + 4 + j]);
+                c[8 * half + j] = _mm512_shuffle_f32x4::<0x88>(x, y);
+                c[8 * half + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+            }
+        }
+        let mut t = [_mm512_setzero_ps(); TILE];
+        for j in 0..8 {
+            t[j] = _mm512_shuffle_f32x4::<0x88>(c[j], c[8 + j]);
+            t[8 + j] = _mm512_shuffle_f32x4::<0xdd>(c[j], c[8 + j]);
+        }
+        t
     }
 
     /// See [`super::expand_column`].
@@ -349,6 +408,31 @@ mod tests {
     fn bf16(x: f32) -> u16 {
         let bits = x.to_bits();
         ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+    }
+
+    /// The register transpose that turns a tile's products into output rows (and activation
+    /// rows into tile rows).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_swaps_lanes_and_registers() {
+        if !available() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let m: [__m512; 16] = std::array::from_fn(|r| {
+            let row: [f32; 16] = std::array::from_fn(|i| (r * 16 + i) as f32);
+            // SAFETY: 16 floats.
+            unsafe { _mm512_loadu_ps(row.as_ptr()) }
+        });
+        // SAFETY: the CPU has AVX-512F (`available`).
+        let t = unsafe { x86::transpose(&m) };
+        for (i, v) in t.iter().enumerate() {
+            let mut lanes = [0f32; 16];
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
+            let want: [f32; 16] = std::array::from_fn(|r| (r * 16 + i) as f32);
+            assert_eq!(lanes, want, "register {i}");
+        }
     }
 
     /// Both operands hold each block's inputs in `BLOCK_ORDER`: an expanded weight row and an
