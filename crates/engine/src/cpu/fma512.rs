@@ -212,14 +212,20 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn quads(row: impl Fn(usize) -> *const u8) -> [__m512i; 4] {
-        // SAFETY: the caller's contract.
-        std::array::from_fn(|t| unsafe {
-            let load = |r: usize| _mm_loadu_si128(row(4 * t + r).cast());
-            let v = _mm512_castsi128_si512(load(0));
-            let v = _mm512_inserti32x4::<1>(v, load(1));
-            let v = _mm512_inserti32x4::<2>(v, load(2));
-            _mm512_inserti32x4::<3>(v, load(3))
-        })
+        // A plain loop, not `array::from_fn`: LLVM once left that closure out of line, three
+        // calls per block in the decoding's inner loop (8% slower at batch 1).
+        let mut quads = [_mm512_setzero_si512(); 4];
+        for (t, quad) in quads.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let load = |r: usize| _mm_loadu_si128(row(4 * t + r).cast());
+                let v = _mm512_castsi128_si512(load(0));
+                let v = _mm512_inserti32x4::<1>(v, load(1));
+                let v = _mm512_inserti32x4::<2>(v, load(2));
+                *quad = _mm512_inserti32x4::<3>(v, load(3));
+            }
+        }
+        quads
     }
 
     /// One 4-bit block of 16 rows (lane `r`: `block(r)`): input `k`'s 16 lanes go to
