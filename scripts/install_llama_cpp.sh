@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs llama-cpp-python (llama.cpp compiled for this CPU) into its own virtualenv outside
 # the checkout, once per machine, for `bench_engine.py --llama-cpp`; prints that virtualenv's
-# python. Optional: nothing else needs it. The compile takes 25 minutes or more on 2 cores (55
-# on a Zen 1 class EPYC while a cargo build shared them).
+# python. Optional: nothing else needs it. The compile takes 7 to 55 minutes on 2 cores (7-9 on
+# a recent Xeon, 55 on a Zen 1 class EPYC while a cargo build shared them).
 #
 #   python=$(scripts/install_llama_cpp.sh)
 #   .venv/bin/python scripts/bench_engine.py --llama-cpp "$python" --cases "greedy b1"
@@ -25,7 +25,7 @@ if [ -x "$python" ] && "$python" -c "import llama_cpp" 2>/dev/null; then
   echo "$python"
   exit 0
 fi
-echo "install_llama_cpp: compiling llama-cpp-python $version for this CPU (once per machine, 25 min or more)" >&2
+echo "install_llama_cpp: compiling llama-cpp-python $version for this CPU (once per machine, 7-55 min)" >&2
 start=$(date +%s)
 rm -rf "$venv"
 python3 -m venv "$venv"
