@@ -85,8 +85,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, BLOCK};
-    use super::super::pairs::x86::transpose_out;
     use super::super::pairs::{expand_column, with_sub_panel, TILE, TILE_BYTES};
+    use super::super::transpose::transpose_out;
 
     /// Palette 1; all eight tiles 16 rows of 64 bytes.
     #[repr(C, align(64))]
@@ -292,10 +292,11 @@ mod x86 {
             }
             // Row `jr` of the product tile is weight row `j + jr` against the group's 16
             // activation rows: transposed in registers into output rows.
-            let rows: [__m512; TILE] = std::array::from_fn(|jr| {
+            let mut rows = [_mm512_setzero_ps(); TILE];
+            for (jr, row) in rows.iter_mut().enumerate() {
                 // SAFETY: row `jr` of the 16 x 16 tile.
-                unsafe { _mm512_load_ps(product.as_ptr().add(jr * TILE)) }
-            });
+                *row = unsafe { _mm512_load_ps(product.as_ptr().add(jr * TILE)) };
+            }
             // SAFETY: rows `group * 16 + lane < m`, columns `j..j + columns` with
             // `j + columns <= width` (the caller's contract on `out`).
             unsafe {

@@ -328,8 +328,8 @@ fn group_step<T: KvElement>(
                 // The cache is read from memory once a step, in runs too short for the hardware
                 // prefetchers: ask for this position's value (read after the softmax) and a
                 // key a few positions on.
-                prefetch_row(values.rows, i, d);
-                prefetch_row(segment.rows, i + KEYS_AHEAD, d);
+                prefetch_rows(values.rows, i..i + 1, d);
+                prefetch_rows(segment.rows, i + KEYS_AHEAD..i + KEYS_AHEAD + 1, d);
                 let k = T::widen(k, &mut widened);
                 for (h, q) in queries.chunks_exact(d).enumerate() {
                     scores[h * n + segment.first + i] = dot(q, k) * scale;
@@ -353,20 +353,23 @@ fn group_step<T: KvElement>(
 /// Positions ahead of the one being scored whose key `group_step` prefetches.
 const KEYS_AHEAD: usize = 8;
 
-/// Asks for the cache lines of position `i` (a row of `d` elements) of `rows`, if it has one.
+/// Asks for the cache lines of `positions` (rows of `d` elements) of `rows`, those it has.
 #[inline(always)]
-fn prefetch_row<T>(rows: &[T], i: usize, d: usize) {
+fn prefetch_rows<T>(rows: &[T], positions: std::ops::Range<usize>, d: usize) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(row) = rows.get(i * d..(i + 1) * d) {
+    {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(row);
+        let count = rows.len() / d.max(1);
+        let (first, end) = (positions.start.min(count), positions.end.min(count));
+        let bytes = std::mem::size_of_val(&rows[first * d..end * d]);
+        let base = rows[first * d..].as_ptr().cast::<i8>();
         for at in (0..bytes).step_by(64) {
-            // SAFETY: a hint for an address inside `row`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast::<i8>().add(at)) };
+            // SAFETY: a hint for an address inside `rows[first * d..end * d]`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(at)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (rows, i, d);
+    let _ = (rows, positions, d);
 }
 
 /// Whether a bfloat16 cache is read by the vector kernels here (AVX-512, head sizes a multiple

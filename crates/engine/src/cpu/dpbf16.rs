@@ -75,8 +75,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, BLOCK};
-    use super::super::pairs::x86::transpose_out;
     use super::super::pairs::{expand_column, with_sub_panel, Tiles, TILE, TILE_BYTES};
+    use super::super::transpose::transpose_out;
     use super::SUB_PANEL_ROWS;
 
     /// `out[i * stride + j] = x[i] · w[start + j]` for weight rows `start..end` and the `m`

@@ -51,6 +51,8 @@ pub mod int8;
 mod matmul;
 mod pairs;
 pub(crate) mod pool;
+#[cfg(target_arch = "x86_64")]
+mod transpose;
 
 /// What the kernels' tests share.
 #[cfg(test)]

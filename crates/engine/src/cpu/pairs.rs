@@ -159,10 +159,11 @@ pub unsafe fn expand_column(
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) mod x86 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::{BlockMatrix, Q4Block, Q8Block, BLOCK};
+    use super::super::transpose::transpose;
     use super::{Tiles, BLOCK_ORDER, TILE, TILE_BYTES};
 
     /// [`BLOCK_ORDER`] as `vpermw` indices.
@@ -190,19 +191,19 @@ pub(super) mod x86 {
         for group in 0..m.div_ceil(TILE) {
             let lanes = (m - group * TILE).min(TILE);
             for kb in 0..kblocks {
-                let rows: [__m512; TILE] = std::array::from_fn(|lane| {
-                    if lane >= lanes {
-                        return _mm512_setzero_ps();
-                    }
+                // Plain loops rather than `array::from_fn`, whose closure LLVM may leave out of
+                // line (it did in `fma512`).
+                let mut rows = [_mm512_setzero_ps(); TILE];
+                for (lane, row) in rows.iter_mut().enumerate().take(lanes) {
                     // SAFETY: `x` holds the row's 32 inputs of block `kb` (asserted above).
-                    unsafe {
+                    *row = unsafe {
                         let src = x.as_ptr().add((group * TILE + lane) * cols + kb * BLOCK);
                         let lo = _mm512_loadu_ps(src);
                         let hi = _mm512_loadu_ps(src.add(16));
                         let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
                         _mm512_castsi512_ps(_mm512_permutexvar_epi16(order, packed))
-                    }
-                });
+                    };
+                }
                 let tile = tiles[(group * kblocks + kb) * TILE_BYTES..][..TILE_BYTES].as_mut_ptr();
                 for (p, pairs) in transpose(&rows).iter().enumerate() {
                     // SAFETY: row `p` of the tile, 64 bytes.
@@ -210,63 +211,6 @@ pub(super) mod x86 {
                 }
             }
         }
-    }
-
-    /// Writes `out[i * stride + j] = lane i of products[j]` for `i < lanes`, `j < columns`:
-    /// the 16 x 16 block transposed in registers, then one masked store per output row.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `out` is valid for those writes.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn transpose_out(
-        products: &[__m512; TILE],
-        lanes: usize,
-        columns: usize,
-        out: *mut f32,
-        stride: usize,
-    ) {
-        let mask: __mmask16 = ((1u32 << columns) - 1) as __mmask16;
-        let rows = transpose(products);
-        for (lane, row) in rows.iter().enumerate().take(lanes) {
-            // SAFETY: the caller's columns of row `lane`.
-            unsafe { _mm512_mask_storeu_ps(out.add(lane * stride), mask, *row) };
-        }
-    }
-
-    /// The 16 x 16 transpose of `m` (register `i` of the result holds lane `i` of every input
-    /// register): interleaving pairs of single floats, then of pairs, then 128-bit quarters
-    /// twice, 64 shuffles in all.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub fn transpose(m: &[__m512; TILE]) -> [__m512; TILE] {
-        let mut a = [_mm512_setzero_ps(); TILE];
-        for i in 0..8 {
-            a[2 * i] = _mm512_unpacklo_ps(m[2 * i], m[2 * i + 1]);
-            a[2 * i + 1] = _mm512_unpackhi_ps(m[2 * i], m[2 * i + 1]);
-        }
-        let mut b = [_mm512_setzero_ps(); TILE];
-        for i in 0..4 {
-            let pd = |v: __m512| _mm512_castps_pd(v);
-            let (t0, t1, t2, t3) = (a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]);
-            b[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
-            b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
-            b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
-            b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
-        }
-        let mut c = [_mm512_setzero_ps(); TILE];
-        for half in 0..2 {
-            for j in 0..4 {
-                let (x, y) = (b[8 * half + j], b[8 * half + 4 + j]);
-                c[8 * half + j] = _mm512_shuffle_f32x4::<0x88>(x, y);
-                c[8 * half + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(x, y);
-            }
-        }
-        let mut t = [_mm512_setzero_ps(); TILE];
-        for j in 0..8 {
-            t[j] = _mm512_shuffle_f32x4::<0x88>(c[j], c[8 + j]);
-            t[8 + j] = _mm512_shuffle_f32x4::<0xdd>(c[j], c[8 + j]);
-        }
-        t
     }
 
     /// See [`super::expand_column`].
@@ -408,31 +352,6 @@ mod tests {
     fn bf16(x: f32) -> u16 {
         let bits = x.to_bits();
         ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-    }
-
-    /// The register transpose that turns a tile's products into output rows (and activation
-    /// rows into tile rows).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn transpose_swaps_lanes_and_registers() {
-        if !available() {
-            return;
-        }
-        use std::arch::x86_64::*;
-        let m: [__m512; 16] = std::array::from_fn(|r| {
-            let row: [f32; 16] = std::array::from_fn(|i| (r * 16 + i) as f32);
-            // SAFETY: 16 floats.
-            unsafe { _mm512_loadu_ps(row.as_ptr()) }
-        });
-        // SAFETY: the CPU has AVX-512F (`available`).
-        let t = unsafe { x86::transpose(&m) };
-        for (i, v) in t.iter().enumerate() {
-            let mut lanes = [0f32; 16];
-            // SAFETY: 16 floats.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
-            let want: [f32; 16] = std::array::from_fn(|r| (r * 16 + i) as f32);
-            assert_eq!(lanes, want, "register {i}");
-        }
     }
 
     /// Both operands hold each block's inputs in `BLOCK_ORDER`: an expanded weight row and an

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{KvElement, MAX_GROUP};
+use super::{prefetch_rows, KvElement, MAX_GROUP};
 
 pub fn suits(d: usize) -> bool {
     d.is_multiple_of(64) && super::super::dot::avx512::available()
@@ -37,11 +37,11 @@ pub unsafe fn scores<T: KvElement>(
     assert!(d.is_multiple_of(16) && count_all > 0 && keys.first + count_all <= n);
     assert!(scores.len() >= group * n && values.len() == keys.rows.len());
     let scale = _mm512_set1_ps(scale);
-    prefetch(keys.rows, 0..count_all.min(16), d);
+    prefetch_rows(keys.rows, 0..16, d);
     for p0 in (0..count_all).step_by(16) {
         let count = (count_all - p0).min(16);
-        prefetch(values, p0..p0 + count, d);
-        prefetch(keys.rows, p0 + count..(p0 + 32).min(count_all), d);
+        prefetch_rows(values, p0..p0 + count, d);
+        prefetch_rows(keys.rows, p0 + count..p0 + 32, d);
         for h in 0..group {
             let q = queries[h * d..][..d].as_ptr();
             // Past the last position, the last key again (its sums are not stored).
@@ -64,17 +64,6 @@ pub unsafe fn scores<T: KvElement>(
             // (asserted above).
             unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr().add(at), mask, sums) };
         }
-    }
-}
-
-/// Asks for the cache lines of `positions` (rows of `d` elements) of `rows`.
-#[inline(always)]
-fn prefetch<T>(rows: &[T], positions: std::ops::Range<usize>, d: usize) {
-    let row_bytes = d * std::mem::size_of::<T>();
-    let base = rows.as_ptr().cast::<i8>();
-    for at in (positions.start * row_bytes..positions.end * row_bytes).step_by(64) {
-        // A hint only: the address lies inside `rows` (positions within its length).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(at)) };
     }
 }
 
