@@ -59,6 +59,13 @@ impl Q4Block {
         })
     }
 
+    /// Scale and min as one word, scale in the low half: the layout `vcvtph2ps` converts into
+    /// a scale lane followed by a min lane.
+    #[inline]
+    pub fn scale_min_bits(&self) -> u32 {
+        self.scale as u32 | (self.min as u32) << 16
+    }
+
     /// Scale and min in lanes 0 and 1 (the vector kernels' conversion, one instruction).
     ///
     /// # Safety
@@ -68,8 +75,7 @@ impl Q4Block {
     #[inline]
     pub unsafe fn scale_min(&self) -> std::arch::x86_64::__m128 {
         use std::arch::x86_64::*;
-        let bits = self.scale as u32 | (self.min as u32) << 16;
-        _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+        _mm_cvtph_ps(_mm_cvtsi32_si128(self.scale_min_bits() as i32))
     }
 }
 

@@ -238,8 +238,7 @@ mod x86 {
     unsafe fn q4_lanes<'a>(block: impl Fn(usize) -> &'a Q4Block, dst: *mut f32) {
         // SAFETY: every block holds 16 code bytes.
         let codes = unsafe { quads(|r| block(r).qs.as_ptr()) };
-        let halves: [u32; LANES] =
-            std::array::from_fn(|r| block(r).scale as u32 | (block(r).min as u32) << 16);
+        let halves: [u32; LANES] = std::array::from_fn(|r| block(r).scale_min_bits());
         // SAFETY: a load of `halves`; stores of 32 vectors at `dst + k * 48`.
         unsafe {
             let halves = _mm512_loadu_si512(halves.as_ptr().cast());

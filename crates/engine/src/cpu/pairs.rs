@@ -282,8 +282,7 @@ mod x86 {
         // `r` at `[2r, 2r + 1]`.
         let mut halves = [0u32; 2 * TILE];
         for (r, bits) in halves.iter_mut().enumerate().take(count) {
-            let block = &rows[r * kblocks + kb];
-            *bits = block.scale as u32 | (block.min as u32) << 16;
+            *bits = rows[r * kblocks + kb].scale_min_bits();
         }
         let mut scale_min = [0f32; 4 * TILE];
         for c in 0..count.div_ceil(8) {
