@@ -76,19 +76,29 @@ fn main() {
         for &kernel in &kernels {
             let mut out_all = Vec::new();
             let reps = if m <= 4 { 30 } else { 6 };
-            let started = Instant::now();
-            let cpu_started = cpu_seconds();
-            for _ in 0..reps {
+            // Inputs and outputs allocated once, outside the timing: a fresh multi-megabyte
+            // output per call is fresh pages from the kernel, whose faults would be timed too
+            // (on a Zen 4 VM they made a batch-16 step read 24 ms instead of 16).
+            let widest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(0);
+            let x = vec![0.5f32; m * widest];
+            let mut out = vec![0f32; m * widest];
+            // One untimed pass first: the first calls of a process ran a quarter slower.
+            let mut started = Instant::now();
+            let mut cpu_started = cpu_seconds();
+            for rep in 0..=reps {
+                if rep == 1 {
+                    started = Instant::now();
+                    cpu_started = cpu_seconds();
+                }
                 for (w, &(r, c)) in mats.iter().zip(&shapes) {
-                    let x = vec![0.5f32; m * c];
-                    let mut out = vec![0f32; m * r];
+                    let (x, out) = (&x[..m * c], &mut out[..m * r]);
                     match kernel {
-                        "matmul" => matmul(w, &x, m, &mut out),
-                        "gemm" => gemm(w, &x, m, &mut out),
-                        "amx" => amx::gemm(w, &x, m, &mut out),
-                        "int8" => int8::gemm(w, &x, m, &mut out),
-                        "fma512" => fma512::gemm(w, &x, m, &mut out),
-                        _ => dpbf16::gemm(w, &x, m, &mut out),
+                        "matmul" => matmul(w, x, m, out),
+                        "gemm" => gemm(w, x, m, out),
+                        "amx" => amx::gemm(w, x, m, out),
+                        "int8" => int8::gemm(w, x, m, out),
+                        "fma512" => fma512::gemm(w, x, m, out),
+                        _ => dpbf16::gemm(w, x, m, out),
                     }
                     out_all.push(out[0]);
                 }
