@@ -71,17 +71,17 @@ fn main() {
     } else {
         sizes
     };
+    let widest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(0);
     for m in sizes {
         let mut line = format!("batch {m:>3}:");
+        // Inputs and outputs allocated once per batch size, outside the timing: a fresh
+        // multi-megabyte output per call is fresh pages from the kernel, whose faults would be
+        // timed too (on a Zen 4 VM they made a batch-16 step read 24 ms instead of 16).
+        let x = vec![0.5f32; m * widest];
+        let mut out = vec![0f32; m * widest];
         for &kernel in &kernels {
             let mut out_all = Vec::new();
             let reps = if m <= 4 { 30 } else { 6 };
-            // Inputs and outputs allocated once, outside the timing: a fresh multi-megabyte
-            // output per call is fresh pages from the kernel, whose faults would be timed too
-            // (on a Zen 4 VM they made a batch-16 step read 24 ms instead of 16).
-            let widest = shapes.iter().map(|&(r, c)| r.max(c)).max().unwrap_or(0);
-            let x = vec![0.5f32; m * widest];
-            let mut out = vec![0f32; m * widest];
             // One untimed pass first: the first calls of a process ran a quarter slower.
             let mut started = Instant::now();
             let mut cpu_started = cpu_seconds();
