@@ -89,6 +89,8 @@ impl Engine {
             // the time in libgomp's spin loop); the ops left to libtorch here are small.
             tch::set_num_threads(1);
         }
+        // What start-up touched (libtorch's operator registrations above all) is not needed again.
+        crate::memory::release_mapped_file_pages();
         let _guard = tch::no_grad_guard();
         let (mut model, tokenizer, template_source) = if path.is_dir() {
             load_hf_folder(path, options.quant, device)?
@@ -108,6 +110,8 @@ impl Engine {
             )?),
             None => None,
         };
+        // Likewise the code and read-only data only loading ran (parsing, conversions).
+        crate::memory::release_mapped_file_pages();
         Ok(Engine {
             model,
             tokenizer,

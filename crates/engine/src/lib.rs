@@ -16,7 +16,7 @@
 //! - `tokenizer`, `chat_template`: ids as HuggingFace's, prompts as transformers renders them.
 //! - `generation/`: decoding strategies and the continuous batcher.
 //! - `device`: CPU or CUDA, and making sure libtorch's CUDA backend is loaded.
-//! - `memory`: handing freed pages back to the system after loading and after each session.
+//! - `memory`: handing freed heap and start-up-only mapped pages back to the system.
 
 pub mod chat_template;
 pub mod config;
@@ -26,7 +26,7 @@ mod engine;
 pub mod error;
 pub mod generation;
 pub mod kv_cache;
-mod memory;
+pub mod memory;
 pub mod models;
 pub mod quant;
 pub mod rope;

@@ -16,6 +16,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .decoding
         .parse()
         .map_err(|e: String| anyhow!("--decoding: {e}"))?;
+    // The process before loading, without the start-up pages the engine hands back as it loads.
+    beamline_engine::memory::release_mapped_file_pages();
     let baseline_rss = memory::current_rss();
     let mut model = args.model.clone();
     let slots_per_prompt = if decoding == Decoding::Beam {
