@@ -9,10 +9,13 @@
 //! - mapped code and read-only data that only start-up used: libtorch's static initialisers
 //!   (tens of thousands of operator registrations) touch most of `libtorch_cpu.so`'s code, and
 //!   loading touches parsing and conversion code that decoding never runs again. Those pages
-//!   are clean copies of files on disk, so the engine asks the kernel to reclaim them
-//!   (`MADV_PAGEOUT`) before and after loading; whatever decoding does use comes back on its
-//!   first touch. Pages the process has written (relocated data, copy-on-write) are anonymous
-//!   and the kernel keeps them, so the advice never changes what the process reads.
+//!   are clean copies of files on disk, so before and after loading the engine asks the kernel
+//!   to reclaim them (`MADV_PAGEOUT`), and drops libtorch's from its page tables where another
+//!   process maps them too (`MADV_DONTNEED`, which the kernel would otherwise refuse to
+//!   reclaim); whatever decoding does use comes back on its first touch. Pages the process has
+//!   written (relocated data, copy-on-write) are anonymous: the kernel keeps them under
+//!   `MADV_PAGEOUT` without swap, and `MADV_DONTNEED` is never given for a mapping that holds
+//!   one, so nothing the process reads changes.
 
 /// Returns the allocator's free pages to the system (glibc's `malloc_trim`; elsewhere a no-op).
 pub fn release_free_memory() {
@@ -28,18 +31,39 @@ pub fn release_free_memory() {
     }
 }
 
-/// Asks the kernel to reclaim the resident pages of every file the process has mapped (shared
-/// libraries, the executable, model files); returns the mappings advised. Linux 5.4 and later;
-/// elsewhere, or where the kernel refuses, nothing happens.
+/// libtorch's own libraries. The worker links the first two, so they are loaded before `main`;
+/// the CUDA ones are loaded once and kept (`device`): none is ever unmapped, so a range listed
+/// for them still holds them when it is advised.
+const LIBTORCH_LIBRARIES: [&str; 5] = [
+    "libtorch_cpu.so",
+    "libc10.so",
+    "libtorch.so",
+    "libtorch_cuda.so",
+    "libc10_cuda.so",
+];
+
+/// Hands back the resident pages of the files the process maps (shared libraries, the
+/// executable, model files): the kernel reclaims every clean page no other process maps
+/// (`MADV_PAGEOUT`, Linux 5.4), and libtorch's read-only mappings that hold no written page are
+/// dropped from this process's page tables even where another process maps the same pages (a
+/// second worker, or a Python harness that imported torch), since `MADV_PAGEOUT` leaves shared
+/// pages alone. Returns the mappings advised; elsewhere than Linux, nothing happens.
 pub fn release_mapped_file_pages() -> usize {
     #[cfg(target_os = "linux")]
     {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
             return 0;
         };
-        file_mappings(&maps)
-            .filter(|range| page_out(range.clone()))
-            .count()
+        let mut advised = 0;
+        for mapping in file_mappings(&smaps) {
+            if advise(&mapping.range, Advice::PageOut) {
+                advised += 1;
+            }
+            if mapping.droppable() {
+                advise(&mapping.range, Advice::DontNeed);
+            }
+        }
+        advised
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -47,33 +71,93 @@ pub fn release_mapped_file_pages() -> usize {
     }
 }
 
-/// The address ranges of `/proc/self/maps` lines that map a regular file: a non-zero inode and
-/// a path, leaving out devices (a GPU driver's mappings) and deleted files.
-fn file_mappings(maps: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    maps.lines().filter_map(|line| {
-        let mut fields = line.split_whitespace();
-        let range = fields.next()?;
-        let _perms = fields.next()?;
-        let _offset = fields.next()?;
-        let _device = fields.next()?;
-        let inode = fields.next()?;
-        let path = fields.next()?;
-        if inode == "0" || !path.starts_with('/') || path.starts_with("/dev/") {
-            return None;
+/// One mapping of a regular file, as `/proc/self/smaps` lists it.
+#[derive(Debug, PartialEq)]
+struct FileMapping<'a> {
+    range: std::ops::Range<usize>,
+    perms: &'a str,
+    path: &'a str,
+    /// Written (copy-on-write) pages of the mapping, which only live in memory.
+    anonymous_kib: u64,
+}
+
+impl FileMapping<'_> {
+    /// Whether the pages may be dropped outright (`MADV_DONTNEED`): a read-only mapping of one
+    /// of libtorch's libraries without a written page, so every page reads back from the file
+    /// as it was. A mapping with written pages (relocated data) would lose them.
+    fn droppable(&self) -> bool {
+        let name = self.path.rsplit('/').next().unwrap_or(self.path);
+        !self.perms.contains('w') && self.anonymous_kib == 0 && LIBTORCH_LIBRARIES.contains(&name)
+    }
+}
+
+/// The mappings of `/proc/self/smaps` that map a regular file: a non-zero inode and a path,
+/// leaving out devices (a GPU driver's mappings) and deleted files.
+fn file_mappings(smaps: &str) -> Vec<FileMapping<'_>> {
+    let mut mappings: Vec<FileMapping> = Vec::new();
+    let mut current_is_file = false;
+    for line in smaps.lines() {
+        if let Some(rest) = line.strip_prefix("Anonymous:") {
+            if let (true, Some(last)) = (current_is_file, mappings.last_mut()) {
+                last.anonymous_kib = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|kib| kib.parse().ok())
+                    .unwrap_or(u64::MAX);
+            }
+            continue;
         }
-        if fields.next() == Some("(deleted)") {
-            return None;
+        let Some(header) = mapping_header(line) else {
+            continue;
+        };
+        current_is_file = header.is_some();
+        mappings.extend(header);
+    }
+    mappings
+}
+
+/// Parses a mapping's header line: `None` for a field line, `Some(None)` for a mapping that is
+/// not a regular file. `anonymous_kib` starts unknown (as if written) until its field is read.
+fn mapping_header(line: &str) -> Option<Option<FileMapping<'_>>> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let _device = fields.next()?;
+    let inode = fields.next()?;
+    let path = fields.next();
+    let deleted = fields.next() == Some("(deleted)");
+    Some(match path {
+        Some(path)
+            if inode != "0"
+                && path.starts_with('/')
+                && !path.starts_with("/dev/")
+                && !deleted
+                && start < end =>
+        {
+            Some(FileMapping {
+                range: start..end,
+                perms,
+                path,
+                anonymous_kib: u64::MAX,
+            })
         }
-        let (start, end) = range.split_once('-')?;
-        let start = usize::from_str_radix(start, 16).ok()?;
-        let end = usize::from_str_radix(end, 16).ok()?;
-        (start < end).then_some(start..end)
+        _ => None,
     })
 }
 
 #[cfg(target_os = "linux")]
-fn page_out(range: std::ops::Range<usize>) -> bool {
-    /// `MADV_PAGEOUT` from `<linux/mman.h>` (Linux 5.4).
+enum Advice {
+    PageOut,
+    DontNeed,
+}
+
+#[cfg(target_os = "linux")]
+fn advise(range: &std::ops::Range<usize>, advice: Advice) -> bool {
+    /// From `<linux/mman.h>`.
+    const MADV_DONTNEED: std::os::raw::c_int = 4;
     const MADV_PAGEOUT: std::os::raw::c_int = 21;
     extern "C" {
         fn madvise(
@@ -82,11 +166,17 @@ fn page_out(range: std::ops::Range<usize>) -> bool {
             advice: std::os::raw::c_int,
         ) -> std::os::raw::c_int;
     }
-    // SAFETY: the range is a whole mapping of this process as `/proc/self/maps` listed it, and
-    // MADV_PAGEOUT is only advice: the kernel reclaims clean file pages (they are read back on
-    // the next touch) and keeps written ones without swap, so no content the process can read
-    // changes. A mapping removed since the listing makes the call fail with ENOMEM, harmlessly.
-    unsafe { madvise(range.start as *mut _, range.end - range.start, MADV_PAGEOUT) == 0 }
+    let advice = match advice {
+        Advice::PageOut => MADV_PAGEOUT,
+        Advice::DontNeed => MADV_DONTNEED,
+    };
+    // SAFETY: the range is a whole mapping of this process as `/proc/self/smaps` listed it.
+    // MADV_PAGEOUT is only advice: the kernel reclaims clean file pages (read back on the next
+    // touch) and keeps written ones without swap, so nothing the process reads changes; a
+    // mapping removed since the listing makes the call fail harmlessly. MADV_DONTNEED is only
+    // given for `FileMapping::droppable` ranges: libtorch's libraries stay mapped for the life
+    // of the process, and a read-only mapping without written pages reads back the same bytes.
+    unsafe { madvise(range.start as *mut _, range.end - range.start, advice) == 0 }
 }
 
 #[cfg(test)]
@@ -94,18 +184,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_mappings_keep_regular_files_only() {
-        let maps = "\
+    fn file_mappings_keep_regular_files_and_their_written_pages() {
+        let smaps = "\
 5581a000-5581b000 r--p 00000000 08:01 1234 /usr/bin/worker
+Rss:                   4 kB
+Anonymous:             0 kB
 7f00a000-7f00c000 r-xp 00001000 08:01 99 /venv/torch/lib/libtorch_cpu.so
-7f00c000-7f00d000 rw-p 00000000 00:00 0 
-7f00d000-7f00e000 rw-p 00000000 00:00 0 [heap]
-7f00e000-7f00f000 rw-s 00000000 00:05 77 /dev/nvidiactl
-7f00f000-7f010000 r--p 00000000 08:01 55 /tmp/model.gguf (deleted)
+Rss:                   8 kB
+Anonymous:             0 kB
+7f00c000-7f00d000 r--p 00003000 08:01 99 /venv/torch/lib/libtorch_cpu.so
+Anonymous:             4 kB
+7f00d000-7f00e000 rw-p 00000000 00:00 0 
+Anonymous:             4 kB
+7f00e000-7f00f000 rw-p 00000000 00:00 0 [heap]
+7f00f000-7f010000 rw-s 00000000 00:05 77 /dev/nvidiactl
+7f010000-7f011000 r--p 00000000 08:01 55 /tmp/model.gguf (deleted)
+7f011000-7f012000 r--p 00000000 08:01 56 /models/libtorch_cpu.so.gguf
 7ffd0000-7ffd1000 r-xp 00000000 00:00 0 [vdso]
 ";
-        let ranges: Vec<_> = file_mappings(maps).collect();
-        assert_eq!(ranges, vec![0x5581a000..0x5581b000, 0x7f00a000..0x7f00c000]);
+        let mappings = file_mappings(smaps);
+        let listed: Vec<_> = mappings
+            .iter()
+            .map(|m| (m.range.clone(), m.anonymous_kib, m.droppable()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (0x5581a000..0x5581b000, 0, false),
+                (0x7f00a000..0x7f00c000, 0, true),
+                (0x7f00c000..0x7f00d000, 4, false),
+                // No Anonymous field read: counted as written, so never dropped.
+                (0x7f011000..0x7f012000, u64::MAX, false),
+            ]
+        );
     }
 
     #[test]
@@ -129,6 +240,42 @@ mod tests {
         );
         assert_eq!(sum_before, sum_after);
         assert_eq!(&map[..], &bytes[..]);
+    }
+
+    #[test]
+    fn libtorch_code_leaves_the_resident_set() {
+        // libtorch's static initialisers touched most of its code before the tests started.
+        let resident = || -> u64 {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            let mut total = 0;
+            let mut in_droppable = false;
+            for line in smaps.lines() {
+                if let Some(header) = mapping_header(line) {
+                    in_droppable = header.is_some_and(|m| {
+                        LIBTORCH_LIBRARIES.contains(&m.path.rsplit('/').next().unwrap())
+                            && m.perms == "r-xp"
+                    });
+                } else if let (true, Some(rest)) = (in_droppable, line.strip_prefix("Rss:")) {
+                    total += rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap();
+                }
+            }
+            total
+        };
+        let _ = tch::Tensor::zeros([4], (tch::Kind::Float, tch::Device::Cpu));
+        let before = resident();
+        release_mapped_file_pages();
+        let after = resident();
+        assert!(before > 4096, "libtorch's code held only {before} KiB");
+        // Other tests running libtorch ops meanwhile bring some of it back.
+        assert!(
+            after * 2 < before,
+            "libtorch's code went from {before} to {after} KiB"
+        );
     }
 
     fn file_rss_kib() -> u64 {
