@@ -54,15 +54,21 @@ pub fn release_mapped_file_pages() -> usize {
         let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
             return 0;
         };
-        let mut advised = 0;
+        let (mut advised, mut resident_kib) = (0, 0);
         for mapping in file_mappings(&smaps) {
             if advise(&mapping.range, Advice::PageOut) {
                 advised += 1;
+                resident_kib += mapping.rss_kib;
             }
             if mapping.droppable() {
                 advise(&mapping.range, Advice::DontNeed);
             }
         }
+        tracing::debug!(
+            mappings = advised,
+            resident_mib = resident_kib / 1024,
+            "handed back mapped file pages"
+        );
         advised
     }
     #[cfg(not(target_os = "linux"))]
@@ -77,6 +83,8 @@ struct FileMapping<'a> {
     range: std::ops::Range<usize>,
     perms: &'a str,
     path: &'a str,
+    /// Resident pages of the mapping.
+    rss_kib: u64,
     /// Written (copy-on-write) pages of the mapping, which only live in memory.
     anonymous_kib: u64,
 }
@@ -86,8 +94,12 @@ impl FileMapping<'_> {
     /// of libtorch's libraries without a written page, so every page reads back from the file
     /// as it was. A mapping with written pages (relocated data) would lose them.
     fn droppable(&self) -> bool {
+        !self.perms.contains('w') && self.anonymous_kib == 0 && self.is_libtorch()
+    }
+
+    fn is_libtorch(&self) -> bool {
         let name = self.path.rsplit('/').next().unwrap_or(self.path);
-        !self.perms.contains('w') && self.anonymous_kib == 0 && LIBTORCH_LIBRARIES.contains(&name)
+        LIBTORCH_LIBRARIES.contains(&name)
     }
 }
 
@@ -97,21 +109,20 @@ fn file_mappings(smaps: &str) -> Vec<FileMapping<'_>> {
     let mut mappings: Vec<FileMapping> = Vec::new();
     let mut current_is_file = false;
     for line in smaps.lines() {
-        if let Some(rest) = line.strip_prefix("Anonymous:") {
-            if let (true, Some(last)) = (current_is_file, mappings.last_mut()) {
-                last.anonymous_kib = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|kib| kib.parse().ok())
-                    .unwrap_or(u64::MAX);
-            }
+        if let Some(header) = mapping_header(line) {
+            current_is_file = header.is_some();
+            mappings.extend(header);
             continue;
         }
-        let Some(header) = mapping_header(line) else {
+        let (true, Some(last)) = (current_is_file, mappings.last_mut()) else {
             continue;
         };
-        current_is_file = header.is_some();
-        mappings.extend(header);
+        let kib = |rest: &str| rest.split_whitespace().next().and_then(|k| k.parse().ok());
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            last.rss_kib = kib(rest).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Anonymous:") {
+            last.anonymous_kib = kib(rest).unwrap_or(u64::MAX);
+        }
     }
     mappings
 }
@@ -141,6 +152,7 @@ fn mapping_header(line: &str) -> Option<Option<FileMapping<'_>>> {
                 range: start..end,
                 perms,
                 path,
+                rss_kib: 0,
                 anonymous_kib: u64::MAX,
             })
         }
@@ -205,16 +217,16 @@ Anonymous:             4 kB
         let mappings = file_mappings(smaps);
         let listed: Vec<_> = mappings
             .iter()
-            .map(|m| (m.range.clone(), m.anonymous_kib, m.droppable()))
+            .map(|m| (m.range.clone(), m.rss_kib, m.anonymous_kib, m.droppable()))
             .collect();
         assert_eq!(
             listed,
             vec![
-                (0x5581a000..0x5581b000, 0, false),
-                (0x7f00a000..0x7f00c000, 0, true),
-                (0x7f00c000..0x7f00d000, 4, false),
+                (0x5581a000..0x5581b000, 4, 0, false),
+                (0x7f00a000..0x7f00c000, 8, 0, true),
+                (0x7f00c000..0x7f00d000, 0, 4, false),
                 // No Anonymous field read: counted as written, so never dropped.
-                (0x7f011000..0x7f012000, u64::MAX, false),
+                (0x7f011000..0x7f012000, 0, u64::MAX, false),
             ]
         );
     }
@@ -247,24 +259,11 @@ Anonymous:             4 kB
         // libtorch's static initialisers touched most of its code before the tests started.
         let resident = || -> u64 {
             let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-            let mut total = 0;
-            let mut in_droppable = false;
-            for line in smaps.lines() {
-                if let Some(header) = mapping_header(line) {
-                    in_droppable = header.is_some_and(|m| {
-                        LIBTORCH_LIBRARIES.contains(&m.path.rsplit('/').next().unwrap())
-                            && m.perms == "r-xp"
-                    });
-                } else if let (true, Some(rest)) = (in_droppable, line.strip_prefix("Rss:")) {
-                    total += rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .parse::<u64>()
-                        .unwrap();
-                }
-            }
-            total
+            file_mappings(&smaps)
+                .iter()
+                .filter(|m| m.is_libtorch() && m.perms == "r-xp")
+                .map(|m| m.rss_kib)
+                .sum()
         };
         let _ = tch::Tensor::zeros([4], (tch::Kind::Float, tch::Device::Cpu));
         let before = resident();
