@@ -78,7 +78,7 @@ pub fn release_mapped_file_pages() -> usize {
 }
 
 /// One mapping of a regular file, as `/proc/self/smaps` lists it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct FileMapping<'a> {
     range: std::ops::Range<usize>,
     perms: &'a str,
