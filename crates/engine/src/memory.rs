@@ -77,6 +77,29 @@ pub fn release_mapped_file_pages() -> usize {
     }
 }
 
+/// Drops libtorch's code and read-only data from this process's page tables (the droppable
+/// mappings of `release_mapped_file_pages`, without reclaiming anything else). The pages stay
+/// in the page cache, so what the next work touches comes back by a minor fault. Called when a
+/// batching session starts: what loading, warm-up or an earlier session ran (with the kernel's
+/// fault-around, 64 KiB for every touched page) need not stay resident through this one.
+/// Returns the mappings dropped.
+pub fn release_library_pages() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return 0;
+        };
+        file_mappings(&smaps)
+            .iter()
+            .filter(|mapping| mapping.droppable() && advise(&mapping.range, Advice::DontNeed))
+            .count()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 /// One mapping of a regular file, as `/proc/self/smaps` lists it.
 #[derive(Debug)]
 struct FileMapping<'a> {
@@ -274,6 +297,42 @@ Anonymous:             4 kB
         assert!(
             after * 2 < before,
             "libtorch's code went from {before} to {after} KiB"
+        );
+    }
+
+    #[test]
+    fn a_session_start_drops_libtorch_pages_and_ops_still_run() {
+        let libtorch_rss = || -> u64 {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            file_mappings(&smaps)
+                .iter()
+                .filter(|m| m.droppable())
+                .map(|m| m.rss_kib)
+                .sum()
+        };
+        let work = || {
+            let x = tch::Tensor::arange(12, (tch::Kind::Float, tch::Device::Cpu)).view([3, 4]);
+            let y = x.matmul(&x.transpose(0, 1)).softmax(-1, tch::Kind::Float);
+            y.sum(tch::Kind::Float).double_value(&[])
+        };
+        let sum = work();
+        let before = libtorch_rss();
+        let dropped = release_library_pages();
+        let after = libtorch_rss();
+        assert!(dropped > 0, "no libtorch mapping was dropped");
+        assert!(
+            before >= 256,
+            "the ops touched only {before} KiB of libtorch"
+        );
+        // Other tests running libtorch ops meanwhile bring some of it back.
+        assert!(
+            after * 2 < before,
+            "libtorch's pages went from {before} to {after} KiB"
+        );
+        assert_eq!(
+            work(),
+            sum,
+            "libtorch computes the same after its pages were dropped"
         );
     }
 

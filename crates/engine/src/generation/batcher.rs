@@ -8,8 +8,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tch::Tensor;
-
 use super::admission::{admit, GPU_PREFILL_TOKENS, HOST_PREFILL_TOKENS};
 use super::beam::BeamSearch;
 use super::params::Decoding;
@@ -17,7 +15,8 @@ use super::scores::{host_floats, SlotScores, StepScores};
 use super::sequence::Sequences;
 use super::{GenerationOutput, GenerationRequest};
 use crate::kv_cache::{KvCache, SlotMoves};
-use crate::models::decoder::Decoder;
+use crate::models::decoder::{Decoder, Logits};
+use crate::models::step_buffers::StepBuffers;
 use crate::tokenizer::Tokenizer;
 
 /// Where the time went, for benchmarks and the worker's metrics.
@@ -151,6 +150,7 @@ fn run_session(
     stats: &mut BatchStats,
 ) {
     let device = model.norm.device();
+    crate::memory::release_library_pages();
     let c = &model.config;
     // Room for the waiting prompts from the start, so the first prefills do not grow the
     // cache (a growth briefly holds the old and the new tensors).
@@ -180,6 +180,8 @@ fn run_session(
         0
     };
     let vocab = c.vocab_size;
+    // Activations and logits, reused by every pass of the session (`step_buffers`).
+    let mut buffers = StepBuffers::default();
 
     loop {
         // Admit waiting requests while their slots fit, pulling more from the source.
@@ -191,8 +193,10 @@ fn run_session(
             let started = Instant::now();
             let prompts: Vec<&[u32]> = group.iter().map(|a| a.1.prompt_ids.as_slice()).collect();
             let firsts: Vec<usize> = group.iter().map(|a| a.2[0]).collect();
-            let last = model.prefill_into(&prompts, &firsts, &mut cache);
-            let first_rows = host_floats(&model.logits(&last));
+            let first_rows = match model.prefill_into(&prompts, &firsts, &mut cache, &mut buffers) {
+                Logits::Tensor(logits) => host_floats(&logits),
+                Logits::Host(rows) => rows,
+            };
             // A request of several slots (beams, samples) starts with its prompt in each: read
             // from the first slot where the cache allows (a host cache), else copied.
             let (mut dsts, mut srcs) = (Vec::new(), Vec::new());
@@ -269,10 +273,10 @@ fn run_session(
         }
         // One decoding step for all slots.
         let started = Instant::now();
-        let ids: Vec<i64> = feed.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::from_slice(&ids).to_device(device);
-        let logits = model.decode(&ids, &mut cache, &live);
-        let mut scores = StepScores::read(&logits, &needs, reduce_on_device);
+        let (mut scores, host_rows) = match model.decode(&feed, &mut cache, &live, &mut buffers) {
+            Logits::Tensor(logits) => (StepScores::read(&logits, &needs, reduce_on_device), false),
+            Logits::Host(rows) => (StepScores::from_host_rows(rows, vocab), true),
+        };
         stats.kv_cache_bytes = stats.kv_cache_bytes.max(cache.bytes());
         stats.decode_steps += 1;
         let mut by_slot = scores.by_slot();
@@ -283,6 +287,10 @@ fn run_session(
                 .filter_map(|&s| by_slot[s].take())
                 .collect();
             advance(run, &mut views, tokenizer, &mut moves, &mut feed, &mut live);
+        }
+        drop(by_slot);
+        if host_rows {
+            buffers.logits = scores.into_host_rows();
         }
         // All beam requests' cache reorderings in one gather per layer tensor.
         moves.apply(&mut cache);

@@ -36,8 +36,9 @@ impl BestTokens<'_> {
 /// One step's scores for all slots, in host memory.
 pub struct StepScores {
     vocab: usize,
-    /// The step's logits where they were computed, for `BestTokens::whole_row`.
-    logits: Tensor,
+    /// The step's logits where they were computed, for `BestTokens::whole_row` (none when they
+    /// were computed in host memory, where every slot has its whole row).
+    logits: Option<Tensor>,
     /// Whole rows of the slots that need them, in slot order.
     rows: Vec<f32>,
     /// Per slot: whether it has a whole row.
@@ -91,7 +92,7 @@ impl StepScores {
         };
         StepScores {
             vocab,
-            logits: logits.shallow_clone(),
+            logits: Some(logits.shallow_clone()),
             rows,
             whole,
             best,
@@ -100,11 +101,31 @@ impl StepScores {
         }
     }
 
+    /// Scores from logits already in host memory, `vocab` floats a slot: every slot reads its
+    /// whole row in place. `into_host_rows` gives the buffer back.
+    pub fn from_host_rows(rows: Vec<f32>, vocab: usize) -> StepScores {
+        let slots = rows.len() / vocab.max(1);
+        StepScores {
+            vocab,
+            logits: None,
+            rows,
+            whole: vec![true; slots],
+            best: Vec::new(),
+            best_count: 0,
+            log_norms: Vec::new(),
+        }
+    }
+
+    /// The buffer of whole rows, for the next step to write into.
+    pub fn into_host_rows(self) -> Vec<f32> {
+        self.rows
+    }
+
     /// Each slot's scores, by slot.
     pub fn by_slot(&mut self) -> Vec<Option<SlotScores<'_>>> {
         let mut rows = self.rows.chunks_mut(self.vocab.max(1));
         let mut best = self.best.chunks(self.best_count.max(1));
-        let logits = &self.logits;
+        let logits = self.logits.as_ref();
         let log_norms = &self.log_norms;
         self.whole
             .iter()
@@ -118,7 +139,7 @@ impl StepScores {
                 if whole {
                     rows.next().map(SlotScores::Logits)
                 } else {
-                    reduced.map(|best| {
+                    reduced.zip(logits).map(|(best, logits)| {
                         SlotScores::Best(BestTokens {
                             best,
                             log_norm: log_norms[slot],

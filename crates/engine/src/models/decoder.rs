@@ -6,8 +6,11 @@ use tch::{Kind, Tensor};
 
 use super::embedding::Embedding;
 use super::host_step::{self, HostLayer};
+use super::step_buffers::{sized, StepBuffers};
 use crate::config::ModelConfig;
 use crate::cpu::attention::{self, AttentionShape, Span};
+use crate::cpu::elementwise::rms_norm;
+use crate::device::host_floats;
 use crate::kv_cache::{KvCache, PromptKv};
 use crate::quant::Linear;
 use crate::rope::{Rope, RopeAt};
@@ -21,6 +24,24 @@ pub struct Layer {
     /// gate and up fused along the output dimension.
     pub gate_up: Linear,
     pub down: Linear,
+}
+
+/// A decoding step's logits `[slots, vocab]`.
+pub enum Logits {
+    /// Computed by libtorch, on the model's device.
+    Tensor(Tensor),
+    /// Written by the host layer stack into the session's buffer (`StepBuffers::logits`), rows
+    /// of `vocab` floats, which the caller gives back when it has read them.
+    Host(Vec<f32>),
+}
+
+/// What a pass of the host layer stack runs with: the layers as host memory, the rope tables
+/// `[positions, head_dim]` and the session's buffers.
+struct HostPass<'a, 'b> {
+    layers: &'a [HostLayer<'a>],
+    cos: &'a [f32],
+    sin: &'a [f32],
+    buffers: &'b mut StepBuffers,
 }
 
 pub struct Decoder {
@@ -122,17 +143,29 @@ impl Decoder {
     /// Prefills `prompts` into cache slots `slots` (prompt `i` into `slots[i]`, replacing what
     /// was there) and returns the hidden state of each prompt's last token after the final norm
     /// `[n, hidden]`.
-    pub fn prefill_into(&self, prompts: &[&[u32]], slots: &[usize], cache: &mut KvCache) -> Tensor {
+    pub fn prefill_into(
+        &self,
+        prompts: &[&[u32]],
+        slots: &[usize],
+        cache: &mut KvCache,
+        buffers: &mut StepBuffers,
+    ) -> Logits {
         assert_eq!(prompts.len(), slots.len());
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         let rope = self.rope.tables(longest);
         if let (Some((cos, sin)), Some(layers)) = (rope.host(), self.host_layers()) {
-            return self.prefill_host(prompts, slots, cache, &layers, cos, sin);
+            let host = HostPass {
+                layers: &layers,
+                cos,
+                sin,
+                buffers,
+            };
+            return self.prefill_host(prompts, slots, cache, host);
         }
         drop(rope); // the pass below looks its tables up itself
         let (last, prefilled) = self.prefill_batch(prompts);
         cache.insert(slots, &prefilled);
-        last
+        Logits::Tensor(self.logits(&last))
     }
 
     /// `prefill_into` on host buffers: the prompts' tokens run as one batch of rows through
@@ -142,20 +175,13 @@ impl Decoder {
         prompts: &[&[u32]],
         slots: &[usize],
         cache: &mut KvCache,
-        layers: &[HostLayer],
-        cos: &[f32],
-        sin: &[f32],
-    ) -> Tensor {
+        host: HostPass,
+    ) -> Logits {
         let hidden = self.config.hidden_size;
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         cache.reserve(longest + 1);
-        let ids: Vec<i64> = prompts
-            .iter()
-            .flat_map(|p| p.iter().map(|&t| t as i64))
-            .collect();
-        let embedded = self.embed_tokens(&Tensor::from_slice(&ids));
-        let mut x =
-            Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
+        let ids: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+        let x = self.embed_into(&ids, &mut host.buffers.hidden);
         let spans: Vec<Span> = prompts
             .iter()
             .zip(slots)
@@ -169,7 +195,9 @@ impl Decoder {
                 }
             })
             .collect();
-        host_step::run_layers(layers, &self.config, &mut x, &spans, cache, cos, sin);
+        let (layers, cos, sin) = (host.layers, host.cos, host.sin);
+        let buffers = &mut host.buffers.layers;
+        host_step::run_layers(layers, &self.config, x, &spans, cache, cos, sin, buffers);
         let mut last = Vec::with_capacity(prompts.len() * hidden);
         let mut end = 0;
         for span in &spans {
@@ -177,8 +205,12 @@ impl Decoder {
             last.extend_from_slice(&x[(end - 1) * hidden..end * hidden]);
             cache.set_len(span.slot, span.len);
         }
+        let mut rows = Vec::new();
+        if self.host_logits(&last, prompts.len(), &mut buffers.normed, &mut rows) {
+            return Logits::Host(rows);
+        }
         let last = Tensor::from_slice(&last).view([prompts.len() as i64, hidden as i64]);
-        self.rms_norm(&last, &self.norm)
+        Logits::Tensor(self.logits(&self.rms_norm(&last, &self.norm)))
     }
 
     /// The causal forward pass over `ids [n, t]`: hidden states after the final norm, and the
@@ -218,21 +250,35 @@ impl Decoder {
         (self.rms_norm(&x, &self.norm), keys, values)
     }
 
-    /// One decoding step for every slot of the cache: `ids [slots]` at each slot's current
-    /// length. Slots not `active` compute throwaway values. Returns logits `[slots, vocab]`.
-    pub fn decode(&self, ids: &Tensor, cache: &mut KvCache, active: &[bool]) -> Tensor {
+    /// One decoding step for every slot of the cache: token `ids[s]` for slot `s`, at the
+    /// slot's current length. Slots not `active` compute throwaway values. Returns logits
+    /// `[slots, vocab]`.
+    pub fn decode(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        active: &[bool],
+        buffers: &mut StepBuffers,
+    ) -> Logits {
         let slots = cache.slots();
-        let device = ids.device();
+        let device = self.norm.device();
         let lens: Vec<i64> = (0..slots).map(|s| cache.len(s) as i64).collect();
         let span = lens.iter().copied().max().unwrap_or(0) + 1;
         cache.reserve(span as usize);
         let rope = self.rope.tables(span as usize);
         if let Some((cos, sin)) = rope.host() {
             if let Some(layers) = self.host_layers() {
-                return self.decode_host(ids, cache, active, &layers, cos, sin);
+                let host = HostPass {
+                    layers: &layers,
+                    cos,
+                    sin,
+                    buffers,
+                };
+                return self.decode_host(ids, cache, active, host);
             }
-            return self.decode_fused(ids, cache, active, cos, sin);
+            return Logits::Tensor(self.decode_fused(&token_tensor(ids), cache, active, cos, sin));
         }
+        let ids = token_tensor(ids).to_device(device);
         let positions = Tensor::from_slice(&lens).to_device(device);
         // mask[s, 0, 0, j] = j <= len[s]
         let mask = Tensor::arange(span, (Kind::Int64, device))
@@ -264,7 +310,7 @@ impl Decoder {
             let attn = attn.transpose(1, 2).reshape([slots as i64, 1, -1]);
             self.after_attention(layer, &mut x, &attn);
         }
-        self.end_step(&x, cache, active)
+        Logits::Tensor(self.end_step(&x, cache, active))
     }
 
     /// `decode` for a float32 model on the CPU: rope, the cache writes and the attention of each
@@ -319,24 +365,65 @@ impl Decoder {
     }
 
     /// `decode` with the whole layer stack on host buffers (`host_step`): libtorch only looks
-    /// up the embeddings and computes the final norm and the logits.
+    /// up the embeddings. With a block-quantized output layer (every GGUF file's) the final
+    /// norm and the logits are computed on the host too, into the session's logits buffer.
     fn decode_host(
         &self,
-        ids: &Tensor,
+        ids: &[u32],
         cache: &mut KvCache,
         active: &[bool],
-        layers: &[HostLayer],
-        cos: &[f32],
-        sin: &[f32],
-    ) -> Tensor {
-        let slots = cache.slots() as i64;
-        let embedded = self.embed_tokens(&ids.view([slots, 1]));
-        let mut x =
-            Vec::<f32>::try_from(&embedded.reshape([-1])).expect("float32 embeddings on the CPU");
+        host: HostPass,
+    ) -> Logits {
+        let (slots, hidden) = (cache.slots(), self.config.hidden_size);
+        let StepBuffers {
+            layers: buffers,
+            hidden: x,
+            logits,
+        } = host.buffers;
+        let x = self.embed_into(ids, x);
         let spans = Span::decoding(cache.lens(), cache.prefixes());
-        host_step::run_layers(layers, &self.config, &mut x, &spans, cache, cos, sin);
-        let x = Tensor::from_slice(&x).view([slots, 1, self.config.hidden_size as i64]);
-        self.end_step(&x, cache, active)
+        let (layers, cos, sin) = (host.layers, host.cos, host.sin);
+        host_step::run_layers(layers, &self.config, x, &spans, cache, cos, sin, buffers);
+        if self.host_logits(x, slots, &mut buffers.normed, logits) {
+            cache.advance(active);
+            let mut rows = std::mem::take(logits);
+            rows.truncate(slots * self.config.vocab_size);
+            return Logits::Host(rows);
+        }
+        let x = Tensor::from_slice(x).view([slots as i64, 1, hidden as i64]);
+        Logits::Tensor(self.end_step(&x, cache, active))
+    }
+
+    /// The final norm and the output layer on host memory, when the output layer is
+    /// block-quantized (every GGUF file's): `x` holds `rows` hidden states, `logits` receives
+    /// `[rows, vocab]` floats at its start, `normed` is scratch. `false` (nothing written) when
+    /// the output layer is a libtorch tensor.
+    fn host_logits(
+        &self,
+        x: &[f32],
+        rows: usize,
+        normed: &mut Vec<f32>,
+        logits: &mut Vec<f32>,
+    ) -> bool {
+        let (Some(norm), Some(head)) = (host_floats(&self.norm), self.lm_head.host()) else {
+            return false;
+        };
+        let normed = sized(normed, x.len());
+        rms_norm(x, norm, self.config.rms_norm_eps as f32, normed);
+        head.apply(normed, rows, sized(logits, rows * head.out_features()));
+        true
+    }
+
+    /// Looks up the embeddings of `ids` into `buffer`: `[ids, hidden]` floats, read straight
+    /// from a block-quantized table, else through libtorch.
+    fn embed_into<'b>(&self, ids: &[u32], buffer: &'b mut Vec<f32>) -> &'b mut [f32] {
+        let x = sized(buffer, ids.len() * self.config.hidden_size);
+        if !self.embed.lookup_host(ids, &self.lm_head, x) {
+            let embedded = self.embed_tokens(&token_tensor(ids));
+            let embedded = embedded.to_kind(Kind::Float).contiguous();
+            embedded.copy_data(x, x.len());
+        }
+        x
     }
 
     /// The rest of a layer once its attention is computed: output projection and residual,
@@ -412,4 +499,10 @@ impl Decoder {
         };
         layers + embed + bytes(&self.norm) + self.lm_head.weight_bytes()
     }
+}
+
+/// Token ids as an int64 host tensor, what libtorch's lookups take.
+fn token_tensor(ids: &[u32]) -> Tensor {
+    let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    Tensor::from_slice(&ids)
 }

@@ -123,6 +123,23 @@ impl Embedding {
         }
     }
 
+    /// Looks the rows of `ids` up into `out` (`[ids, hidden]` float32) without libtorch, when
+    /// the table is block-quantized host memory (its own, or the output layer's); `false`
+    /// otherwise, and `out` is untouched.
+    pub fn lookup_host(&self, ids: &[u32], lm_head: &Linear, out: &mut [f32]) -> bool {
+        let matrix = match (self, lm_head) {
+            (Embedding::Blocks(matrix), _)
+            | (Embedding::OutputBlocks, Linear::Blocks { matrix, .. }) => matrix,
+            _ => return false,
+        };
+        let rows: Vec<usize> = ids
+            .iter()
+            .map(|&id| vocabulary_row(matrix, id as i64))
+            .collect();
+        cpu::gather_rows(matrix, &rows, out);
+        true
+    }
+
     pub fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         match self {
@@ -140,17 +157,19 @@ impl Embedding {
 }
 
 /// `ids [..]` → `[.., hidden]`, each row expanded from the table's blocks.
+
+/// The table row of token `id`; an id outside the vocabulary is a bug upstream (the tokenizer
+/// and the request checks keep ids below the model's vocabulary size).
+fn vocabulary_row(matrix: &cpu::BlockMatrix, id: i64) -> usize {
+    usize::try_from(id)
+        .ok()
+        .filter(|&r| r < matrix.rows())
+        .unwrap_or_else(|| panic!("token id {id} outside the vocabulary"))
+}
+
 fn lookup_blocks(matrix: &cpu::BlockMatrix, ids: &Tensor, kind: Kind) -> Tensor {
     let flat = Vec::<i64>::try_from(&ids.reshape([-1])).expect("int64 token ids");
-    let rows: Vec<usize> = flat
-        .iter()
-        .map(|&id| {
-            usize::try_from(id)
-                .ok()
-                .filter(|&r| r < matrix.rows())
-                .unwrap_or_else(|| panic!("token id {id} outside the vocabulary"))
-        })
-        .collect();
+    let rows: Vec<usize> = flat.iter().map(|&id| vocabulary_row(matrix, id)).collect();
     let hidden = matrix.cols();
     let mut out = vec![0f32; rows.len() * hidden];
     cpu::gather_rows(matrix, &rows, &mut out);
@@ -159,4 +178,36 @@ fn lookup_blocks(matrix: &cpu::BlockMatrix, ids: &Tensor, kind: Kind) -> Tensor 
     Tensor::from_slice(&out)
         .view(shape.as_slice())
         .to_kind(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_lookup_reads_what_the_tensor_lookup_reads() {
+        let (rows, cols) = (7, 64);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let table = Embedding::Blocks(cpu::BlockMatrix::q8_from_floats(rows, cols, &w));
+        let dense = Linear::Dense {
+            weight: Tensor::zeros([1, cols as i64], (Kind::Float, Device::Cpu)),
+            bias: None,
+        };
+        let ids = [3u32, 0, 6, 3];
+        let mut out = vec![0f32; ids.len() * cols];
+        assert!(table.lookup_host(&ids, &dense, &mut out));
+        let tensor_ids = Tensor::from_slice(&ids.map(|t| t as i64));
+        let want = table
+            .forward(&tensor_ids, Kind::Float, &dense)
+            .reshape([-1]);
+        assert_eq!(out, Vec::<f32>::try_from(&want).unwrap());
+        // A dense table is looked up by libtorch, and the buffer is left alone.
+        let dense_table = Embedding::Dense(Tensor::zeros(
+            [rows as i64, cols as i64],
+            (Kind::Float, Device::Cpu),
+        ));
+        assert!(!dense_table.lookup_host(&ids, &dense, &mut out));
+    }
 }

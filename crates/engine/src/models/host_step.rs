@@ -5,7 +5,7 @@
 //! dispatches on one thread (libtorch is kept to one thread beside the kernel pool): at batch 1
 //! their dispatch costs more than their arithmetic, and at batch 16 the pool's other core waits
 //! through them. Here a layer is four products on the pool, the fused attention, and plain loops
-//! between them, over buffers allocated once per step.
+//! between them, over buffers the session keeps from pass to pass (`step_buffers`).
 
 use crate::config::ModelConfig;
 use crate::cpu::attention::{self, AttentionShape, Bf16, Span};
@@ -15,6 +15,7 @@ use crate::kv_cache::KvCache;
 use crate::quant::HostLinear;
 
 use super::decoder::Layer;
+use super::step_buffers::{sized, LayerBuffers};
 
 /// One layer's weights as host memory.
 pub struct HostLayer<'a> {
@@ -44,7 +45,8 @@ impl<'a> HostLayer<'a> {
 /// Runs `layers` over the hidden states `x` (`[rows, hidden]`: the tokens of `spans`, in
 /// order), writing each layer's keys and values at the spans' positions of `cache`. `cos` and
 /// `sin` are the rope tables `[positions, head_dim]`. The cache must hold every span's
-/// positions already (`KvCache::reserve`).
+/// positions already (`KvCache::reserve`). `buffers` hold the activations between the products.
+#[allow(clippy::too_many_arguments)]
 pub fn run_layers(
     layers: &[HostLayer],
     config: &ModelConfig,
@@ -53,6 +55,7 @@ pub fn run_layers(
     cache: &mut KvCache,
     cos: &[f32],
     sin: &[f32],
+    buffers: &mut LayerBuffers,
 ) {
     let rows: usize = spans.iter().map(|s| s.len).sum();
     let (hidden, inter) = (config.hidden_size, config.intermediate_size);
@@ -65,30 +68,38 @@ pub fn run_layers(
         capacity: cache.capacity(),
     };
     let qkv_width = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim;
-    let mut normed = vec![0f32; rows * hidden];
-    let mut qkv = vec![0f32; rows * qkv_width];
-    let mut attn = vec![0f32; rows * config.num_heads * config.head_dim];
-    let mut projected = vec![0f32; rows * hidden];
-    let mut gate_up = vec![0f32; rows * 2 * inter];
-    let mut activated = vec![0f32; rows * inter];
+    let LayerBuffers {
+        normed,
+        qkv,
+        attn,
+        projected,
+        gate_up,
+        activated,
+    } = buffers;
+    let normed = sized(normed, rows * hidden);
+    let qkv = sized(qkv, rows * qkv_width);
+    let attn = sized(attn, rows * config.num_heads * config.head_dim);
+    let projected = sized(projected, rows * hidden);
+    let gate_up = sized(gate_up, rows * 2 * inter);
+    let activated = sized(activated, rows * inter);
     for (index, layer) in layers.iter().enumerate() {
         debug_assert_eq!(layer.qkv.out_features(), qkv_width);
         debug_assert_eq!(layer.gate_up.out_features(), 2 * inter);
-        rms_norm(x, layer.attn_norm, eps, &mut normed);
-        layer.qkv.apply(&normed, rows, &mut qkv);
+        rms_norm(x, layer.attn_norm, eps, normed);
+        layer.qkv.apply(normed, rows, qkv);
         if cache.is_bf16() {
             let (keys, values) = cache.layer_memory::<Bf16>(index);
-            attention::step(shape, &mut qkv, spans, cos, sin, keys, values, &mut attn);
+            attention::step(shape, qkv, spans, cos, sin, keys, values, attn);
         } else {
             let (keys, values) = cache.layer_memory::<f32>(index);
-            attention::step(shape, &mut qkv, spans, cos, sin, keys, values, &mut attn);
+            attention::step(shape, qkv, spans, cos, sin, keys, values, attn);
         }
-        layer.o.apply(&attn, rows, &mut projected);
-        add(x, &projected);
-        rms_norm(x, layer.mlp_norm, eps, &mut normed);
-        layer.gate_up.apply(&normed, rows, &mut gate_up);
-        silu_mul(&gate_up, inter, &mut activated);
-        layer.down.apply(&activated, rows, &mut projected);
-        add(x, &projected);
+        layer.o.apply(attn, rows, projected);
+        add(x, projected);
+        rms_norm(x, layer.mlp_norm, eps, normed);
+        layer.gate_up.apply(normed, rows, gate_up);
+        silu_mul(gate_up, inter, activated);
+        layer.down.apply(activated, rows, projected);
+        add(x, projected);
     }
 }

@@ -5,6 +5,7 @@
 pub mod decoder;
 pub mod embedding;
 mod host_step;
+pub mod step_buffers;
 
 use tch::{Device, Tensor};
 
