@@ -156,8 +156,6 @@ impl Embedding {
     }
 }
 
-/// `ids [..]` → `[.., hidden]`, each row expanded from the table's blocks.
-
 /// The table row of token `id`; an id outside the vocabulary is a bug upstream (the tokenizer
 /// and the request checks keep ids below the model's vocabulary size).
 fn vocabulary_row(matrix: &cpu::BlockMatrix, id: i64) -> usize {
@@ -167,6 +165,7 @@ fn vocabulary_row(matrix: &cpu::BlockMatrix, id: i64) -> usize {
         .unwrap_or_else(|| panic!("token id {id} outside the vocabulary"))
 }
 
+/// `ids [..]` → `[.., hidden]`, each row expanded from the table's blocks.
 fn lookup_blocks(matrix: &cpu::BlockMatrix, ids: &Tensor, kind: Kind) -> Tensor {
     let flat = Vec::<i64>::try_from(&ids.reshape([-1])).expect("int64 token ids");
     let rows: Vec<usize> = flat.iter().map(|&id| vocabulary_row(matrix, id)).collect();
