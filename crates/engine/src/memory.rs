@@ -280,14 +280,7 @@ Anonymous:             4 kB
     #[test]
     fn libtorch_code_leaves_the_resident_set() {
         // libtorch's static initialisers touched most of its code before the tests started.
-        let resident = || -> u64 {
-            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-            file_mappings(&smaps)
-                .iter()
-                .filter(|m| m.is_libtorch() && m.perms == "r-xp")
-                .map(|m| m.rss_kib)
-                .sum()
-        };
+        let resident = || resident_kib(|m| m.is_libtorch() && m.perms == "r-xp");
         let _ = tch::Tensor::zeros([4], (tch::Kind::Float, tch::Device::Cpu));
         let before = resident();
         release_mapped_file_pages();
@@ -302,14 +295,7 @@ Anonymous:             4 kB
 
     #[test]
     fn a_session_start_drops_libtorch_pages_and_ops_still_run() {
-        let libtorch_rss = || -> u64 {
-            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-            file_mappings(&smaps)
-                .iter()
-                .filter(|m| m.droppable())
-                .map(|m| m.rss_kib)
-                .sum()
-        };
+        let libtorch_rss = || resident_kib(|m| m.droppable());
         let work = || {
             let x = tch::Tensor::arange(12, (tch::Kind::Float, tch::Device::Cpu)).view([3, 4]);
             let y = x.matmul(&x.transpose(0, 1)).softmax(-1, tch::Kind::Float);
@@ -334,6 +320,16 @@ Anonymous:             4 kB
             sum,
             "libtorch computes the same after its pages were dropped"
         );
+    }
+
+    /// Resident KiB of this process's file mappings that `keep` selects.
+    fn resident_kib(keep: impl Fn(&FileMapping) -> bool) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        file_mappings(&smaps)
+            .iter()
+            .filter(|m| keep(m))
+            .map(|m| m.rss_kib)
+            .sum()
     }
 
     fn file_rss_kib() -> u64 {

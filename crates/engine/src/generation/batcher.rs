@@ -273,9 +273,9 @@ fn run_session(
         }
         // One decoding step for all slots.
         let started = Instant::now();
-        let (mut scores, host_rows) = match model.decode(&feed, &mut cache, &live, &mut buffers) {
-            Logits::Tensor(logits) => (StepScores::read(&logits, &needs, reduce_on_device), false),
-            Logits::Host(rows) => (StepScores::from_host_rows(rows, vocab), true),
+        let mut scores = match model.decode(&feed, &mut cache, &live, &mut buffers) {
+            Logits::Tensor(logits) => StepScores::read(&logits, &needs, reduce_on_device),
+            Logits::Host(rows) => StepScores::from_host_rows(rows, vocab),
         };
         stats.kv_cache_bytes = stats.kv_cache_bytes.max(cache.bytes());
         stats.decode_steps += 1;
@@ -289,8 +289,8 @@ fn run_session(
             advance(run, &mut views, tokenizer, &mut moves, &mut feed, &mut live);
         }
         drop(by_slot);
-        if host_rows {
-            buffers.logits = scores.into_host_rows();
+        if let Some(rows) = scores.into_host_rows() {
+            buffers.logits = rows;
         }
         // All beam requests' cache reorderings in one gather per layer tensor.
         moves.apply(&mut cache);

@@ -116,9 +116,10 @@ impl StepScores {
         }
     }
 
-    /// The buffer of whole rows, for the next step to write into.
-    pub fn into_host_rows(self) -> Vec<f32> {
-        self.rows
+    /// The buffer of whole rows, for the next step to write into, when the rows were computed
+    /// in host memory (`from_host_rows`); `None` when they were copied from a tensor.
+    pub fn into_host_rows(self) -> Option<Vec<f32>> {
+        self.logits.is_none().then_some(self.rows)
     }
 
     /// Each slot's scores, by slot.

@@ -141,8 +141,7 @@ impl Decoder {
     }
 
     /// Prefills `prompts` into cache slots `slots` (prompt `i` into `slots[i]`, replacing what
-    /// was there) and returns the hidden state of each prompt's last token after the final norm
-    /// `[n, hidden]`.
+    /// was there) and returns the logits of each prompt's last token `[n, vocab]`.
     pub fn prefill_into(
         &self,
         prompts: &[&[u32]],
