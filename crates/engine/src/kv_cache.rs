@@ -47,6 +47,16 @@ struct Kept {
     at: usize,
 }
 
+/// A zero cache tensor. In host memory its pages become resident as positions are written
+/// (`zero_pages`), so a cache holds the memory of the tokens in it, not of its capacity.
+fn zeros(shape: [i64; 4], kind: Kind, device: Device) -> Tensor {
+    if device == Device::Cpu {
+        crate::zero_pages::host_zeros(&shape, kind)
+    } else {
+        Tensor::zeros(shape, (kind, device))
+    }
+}
+
 /// Keys and values of prefilled prompts, as a prefill returns them: per layer `[prompts,
 /// kv_heads, longest, head_dim]`, each prompt right-padded to the longest.
 pub struct PromptKv {
@@ -69,7 +79,7 @@ impl KvCache {
         device: Device,
     ) -> Self {
         let capacity = positions.max(64).next_power_of_two() as i64;
-        let make = || Tensor::zeros([slots as i64, kv_heads, capacity, head_dim], (kind, device));
+        let make = || zeros([slots as i64, kv_heads, capacity, head_dim], kind, device);
         KvCache {
             keys: (0..layers).map(|_| make()).collect(),
             values: (0..layers).map(|_| make()).collect(),
@@ -157,16 +167,24 @@ impl KvCache {
         let extra = capacity - self.capacity;
         let slots = self.lens.len() as i64;
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            let pad = Tensor::zeros(
-                [slots, self.kv_heads, extra, self.head_dim],
-                (self.kind, self.device),
-            );
-            *t = Tensor::cat(&[&*t, &pad], 2);
-            // The old, shorter tensor may have come from the allocator's heap rather than a
-            // mapping of its own; without a trim its pages would stay resident, and the cache
-            // would briefly take its old and new sizes together.
             if self.device == Device::Cpu {
+                // Only the positions copied over become resident; the old, shorter tensor may
+                // have come from the allocator's heap rather than a mapping of its own, and
+                // without a trim its pages would stay.
+                let grown = zeros(
+                    [slots, self.kv_heads, capacity, self.head_dim],
+                    self.kind,
+                    self.device,
+                );
+                grown.narrow(2, 0, self.capacity).copy_(&*t);
+                *t = grown;
                 crate::memory::release_free_memory();
+            } else {
+                let pad = Tensor::zeros(
+                    [slots, self.kv_heads, extra, self.head_dim],
+                    (self.kind, self.device),
+                );
+                *t = Tensor::cat(&[&*t, &pad], 2);
             }
         }
         self.capacity = capacity;
@@ -573,5 +591,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A host cache holds the pages of the positions written, not of its capacity: new, it
+    /// holds none; grown, what was written is where it was and the rest reads as zeros.
+    #[test]
+    fn a_host_cache_holds_the_pages_it_was_written_and_keeps_them_when_it_grows() {
+        use crate::zero_pages::tests::resident_pages;
+        let bytes = |t: &Tensor| {
+            // SAFETY: the tensor's contiguous host storage, alive for the borrow.
+            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel() * 4) }
+        };
+        // 4 slots x 2 heads x 64 positions x 64 dims: one position of a head is 256 bytes.
+        let mut cache = KvCache::new(1, 4, 2, 64, 64, Kind::Float, Device::Cpu);
+        assert_eq!(cache.capacity(), 64);
+        assert!(resident_pages(bytes(&cache.keys[0])) <= 2);
+        tch::manual_seed(5);
+        let written = Tensor::randn([4, 2, 40, 64], (Kind::Float, Device::Cpu));
+        cache.keys[0].narrow(2, 0, 40).copy_(&written);
+        cache.reserve(200);
+        assert_eq!(cache.capacity(), 256);
+        // Each slot and head is 64 KiB (16 pages); the copy of the old 64 positions (16 KiB)
+        // writes 4 of them, 5 where the tensor does not start on a page. (Counted before any
+        // read of the rest, which would map the shared zero page that mincore counts.)
+        let keys = &cache.keys[0];
+        for t in [keys, &cache.values[0]] {
+            let (resident, total) = (resident_pages(bytes(t)), t.numel() * 4 / 4096);
+            assert!(resident <= 8 * 5 + 2, "{resident} of {total} pages");
+        }
+        assert!(keys.narrow(2, 0, 40).equal(&written));
+        assert_eq!(
+            keys.narrow(2, 40, 216)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod quant;
 pub mod rope;
 pub mod tokenizer;
 pub mod weights;
+pub mod zero_pages;
 
 pub use chat_template::Message;
 pub use device::DeviceChoice;

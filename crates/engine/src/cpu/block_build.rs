@@ -130,8 +130,11 @@ impl BlockMatrix {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows()).sum();
+        // Sized up front: growing by doubling would copy the parts already stacked and hold
+        // the old and new buffers at once, and keep up to half again as much spare capacity.
+        let count = rows * (cols / BLOCK);
         if parts.iter().all(|p| matches!(p, BlockMatrix::Q4 { .. })) {
-            let mut all = Vec::new();
+            let mut all = Vec::with_capacity(count);
             for part in parts {
                 if let BlockMatrix::Q4 { blocks, .. } = part {
                     all.extend_from_slice(&blocks);
@@ -143,7 +146,7 @@ impl BlockMatrix {
                 blocks: all,
             });
         }
-        let mut all = Vec::new();
+        let mut all = Vec::with_capacity(count);
         for part in parts {
             if let BlockMatrix::Q8 { blocks, .. } = part.to_q8() {
                 all.extend_from_slice(&blocks);

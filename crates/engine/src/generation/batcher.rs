@@ -185,11 +185,13 @@ fn run_session(
 
     loop {
         // Admit waiting requests while their slots fit, pulling more from the source.
+        let mut prefilled = false;
         loop {
             let group = admit(waiting, source, &mut free, prefill_tokens);
             if group.is_empty() {
                 break;
             }
+            prefilled = true;
             let started = Instant::now();
             let prompts: Vec<&[u32]> = group.iter().map(|a| a.1.prompt_ids.as_slice()).collect();
             let firsts: Vec<usize> = group.iter().map(|a| a.2[0]).collect();
@@ -238,6 +240,11 @@ fn run_session(
                 running.push(run);
             }
             moves.apply(&mut cache);
+        }
+        if prefilled {
+            // The prefill passes sized the buffers by their prompt tokens; decoding steps use a
+            // row a slot.
+            buffers.release_pass_pages();
         }
         // Retire finished requests and free their slots.
         let mut i = 0;
