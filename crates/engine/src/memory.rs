@@ -56,12 +56,16 @@ pub fn release_mapped_file_pages() -> usize {
         };
         let (mut advised, mut resident_kib) = (0, 0);
         for mapping in file_mappings(&smaps) {
-            if advise(&mapping.range, Advice::PageOut) {
+            // SAFETY: MADV_PAGEOUT changes nothing the process reads.
+            if unsafe { advise(&mapping.range, Advice::PageOut) } {
                 advised += 1;
                 resident_kib += mapping.rss_kib;
             }
             if mapping.droppable() {
-                advise(&mapping.range, Advice::DontNeed);
+                // SAFETY: a droppable mapping is one of libtorch's libraries, mapped for the
+                // life of the process, read-only and without a written page: it reads back
+                // the same bytes from the file.
+                unsafe { advise(&mapping.range, Advice::DontNeed) };
             }
         }
         tracing::debug!(
@@ -91,7 +95,11 @@ pub fn release_library_pages() -> usize {
         };
         file_mappings(&smaps)
             .iter()
-            .filter(|mapping| mapping.droppable() && advise(&mapping.range, Advice::DontNeed))
+            // SAFETY: as in `release_mapped_file_pages`, a droppable mapping reads back the
+            // same bytes from its file.
+            .filter(|mapping| {
+                mapping.droppable() && unsafe { advise(&mapping.range, Advice::DontNeed) }
+            })
             .count()
     }
     #[cfg(not(target_os = "linux"))]
@@ -184,13 +192,23 @@ fn mapping_header(line: &str) -> Option<Option<FileMapping<'_>>> {
 }
 
 #[cfg(target_os = "linux")]
-enum Advice {
+pub(crate) enum Advice {
+    /// Reclaim the pages where the kernel can (`MADV_PAGEOUT`, Linux 5.4): clean file pages go
+    /// back to the file, written ones stay without swap. Never changes what the process reads.
     PageOut,
+    /// Drop the pages from this process's page tables (`MADV_DONTNEED`): a file page reads back
+    /// from the file, a private anonymous page reads as zeros.
     DontNeed,
 }
 
+/// `madvise` on `range`; false when the kernel refused (a range unmapped meanwhile, say).
+///
+/// # Safety
+/// With [`Advice::DontNeed`], the range must be pages whose dropping changes nothing the
+/// process relies on: read-only file pages never written, or private anonymous memory the
+/// caller owns and wants zeroed.
 #[cfg(target_os = "linux")]
-fn advise(range: &std::ops::Range<usize>, advice: Advice) -> bool {
+pub(crate) unsafe fn advise(range: &std::ops::Range<usize>, advice: Advice) -> bool {
     /// From `<linux/mman.h>`.
     const MADV_DONTNEED: std::os::raw::c_int = 4;
     const MADV_PAGEOUT: std::os::raw::c_int = 21;
@@ -205,12 +223,8 @@ fn advise(range: &std::ops::Range<usize>, advice: Advice) -> bool {
         Advice::PageOut => MADV_PAGEOUT,
         Advice::DontNeed => MADV_DONTNEED,
     };
-    // SAFETY: the range is a whole mapping of this process as `/proc/self/smaps` listed it.
-    // MADV_PAGEOUT is only advice: the kernel reclaims clean file pages (read back on the next
-    // touch) and keeps written ones without swap, so nothing the process reads changes; a
-    // mapping removed since the listing makes the call fail harmlessly. MADV_DONTNEED is only
-    // given for `FileMapping::droppable` ranges: libtorch's libraries stay mapped for the life
-    // of the process, and a read-only mapping without written pages reads back the same bytes.
+    // SAFETY: advice takes no memory the process reads; what the pages read afterwards is the
+    // caller's contract above (MADV_PAGEOUT never changes it).
     unsafe { madvise(range.start as *mut _, range.end - range.start, advice) == 0 }
 }
 

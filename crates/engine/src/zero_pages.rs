@@ -78,18 +78,10 @@ fn page_size() -> usize {
 /// `MADV_DONTNEED` on whole pages; false when the kernel refused.
 #[cfg(target_os = "linux")]
 fn drop_pages(start: usize, len: usize) -> bool {
-    /// From `<linux/mman.h>`.
-    const MADV_DONTNEED: std::os::raw::c_int = 4;
-    extern "C" {
-        fn madvise(
-            addr: *mut std::ffi::c_void,
-            len: usize,
-            advice: std::os::raw::c_int,
-        ) -> std::os::raw::c_int;
-    }
+    use crate::memory::{advise, Advice};
     // SAFETY: the caller of `zero` guarantees the range is private anonymous memory it may
     // write; dropping its pages only makes them read as zeros, which is what `zero` promises.
-    unsafe { madvise(start as *mut _, len, MADV_DONTNEED) == 0 }
+    unsafe { advise(&(start..start + len), Advice::DontNeed) }
 }
 
 #[cfg(not(target_os = "linux"))]
