@@ -164,27 +164,20 @@ impl KvCache {
         while capacity < needed {
             capacity *= 2;
         }
-        let extra = capacity - self.capacity;
         let slots = self.lens.len() as i64;
         for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            // In host memory only the positions copied over become resident (`zeros`).
+            let grown = zeros(
+                [slots, self.kv_heads, capacity, self.head_dim],
+                self.kind,
+                self.device,
+            );
+            grown.narrow(2, 0, self.capacity).copy_(&*t);
+            *t = grown;
+            // The old, shorter tensor may have come from the allocator's heap rather than a
+            // mapping of its own; without a trim its pages would stay.
             if self.device == Device::Cpu {
-                // Only the positions copied over become resident; the old, shorter tensor may
-                // have come from the allocator's heap rather than a mapping of its own, and
-                // without a trim its pages would stay.
-                let grown = zeros(
-                    [slots, self.kv_heads, capacity, self.head_dim],
-                    self.kind,
-                    self.device,
-                );
-                grown.narrow(2, 0, self.capacity).copy_(&*t);
-                *t = grown;
                 crate::memory::release_free_memory();
-            } else {
-                let pad = Tensor::zeros(
-                    [slots, self.kv_heads, extra, self.head_dim],
-                    (self.kind, self.device),
-                );
-                *t = Tensor::cat(&[&*t, &pad], 2);
             }
         }
         self.capacity = capacity;
