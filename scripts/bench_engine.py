@@ -65,7 +65,7 @@ class GpuMemoryPoller:
 def run_beamline(args, batch, decoding, beams):
     cmd = [args.worker, "bench", "--model", args.model, "--batch-size", str(batch), "--decoding", decoding,
            "--num-beams", str(beams), "--prompt-tokens", str(args.prompt_tokens),
-           "--max-new-tokens", str(args.max_new_tokens), "--quant", args.quant, "--device", args.device, "--bf16", args.bf16, "--int8", args.int8, "--json"]
+           "--max-new-tokens", str(args.max_new_tokens), "--quant", args.quant, "--device", args.device, "--bf16", args.bf16, "--int8", args.int8, "--int16", args.int16, "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RUST_LOG": "warn"})
     poller = GpuMemoryPoller(proc.pid) if args.device == "cuda" else None
@@ -138,6 +138,8 @@ def main():
                     help="beamline's batched products in bfloat16 (AMX or AVX-512 BF16), where the CPU has them")
     ap.add_argument("--int8", default="off", choices=["on", "off"],
                     help="beamline's batched products with 8-bit activations where bfloat16 does not run (opt-in)")
+    ap.add_argument("--int16", default="on", choices=["on", "off"],
+                    help="beamline's batched products with 16-bit activations on AVX2 CPUs without AVX-512 (the default there)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default=None,
                     help="transformers' dtype (default: float32 for a GGUF; bfloat16 on CUDA, else as stored, for a folder)")

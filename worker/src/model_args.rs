@@ -31,6 +31,11 @@ pub struct ModelArgs {
     /// further from the float model); off: float32 activations there.
     #[arg(long, env = "BEAMLINE_INT8", default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub int8: bool,
+    /// on: on the same CPUs (when --int8 is off), batched products with activations rounded
+    /// to 16 bits per 32-input block (integer sums, the weights exact; the float model's
+    /// arithmetic to about five significant digits); off: float32 activations there.
+    #[arg(long, env = "BEAMLINE_INT16", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub int16: bool,
     /// The model catalog.
     #[arg(
         long,
@@ -84,6 +89,7 @@ impl ModelArgs {
                 max_batch: self.max_batch,
                 bf16: self.bf16,
                 int8: self.int8,
+                int16: self.int16,
             },
         )
         .with_context(|| format!("loading {}", path.display()))?;
@@ -93,6 +99,8 @@ impl ModelArgs {
             quant = self.quant.name(),
             bf16 = engine.uses_bf16(),
             int8 = engine.uses_int8(),
+            int16 = engine.uses_int16(),
+            cpu_isa = beamline_engine::cpu::isa::cap().name(),
             weights_mib = engine.weight_bytes() / (1 << 20),
             load_ms = started.elapsed().as_millis() as u64,
             "Model loaded."
@@ -122,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn bf16_is_on_and_int8_off_unless_switched() {
+    fn bf16_and_int16_are_on_and_int8_off_unless_switched() {
         let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.bf16);
         assert!(parse(&["worker"]).unwrap());
         assert!(!parse(&["worker", "--bf16", "off"]).unwrap());
@@ -132,6 +140,9 @@ mod tests {
         let int8 = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.int8);
         assert!(!int8(&["worker"]).unwrap());
         assert!(int8(&["worker", "--int8", "on"]).unwrap());
+        let int16 = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.model.int16);
+        assert!(int16(&["worker"]).unwrap());
+        assert!(!int16(&["worker", "--int16", "off"]).unwrap());
         let err = parse(&["worker", "--bf16", "maybe"])
             .err()
             .unwrap()

@@ -17,11 +17,13 @@ const NOT_SETTINGS: &[&str] = &[
     "BEAMLINE_MAX_BATCH",
     "BEAMLINE_BF16",
     "BEAMLINE_INT8",
+    "BEAMLINE_INT16",
     "BEAMLINE_TEST_MODEL",
     "BEAMLINE_PYTHON",
     "BEAMLINE_CACHE",
     "BEAMLINE_LIBTORCH_LIB",
     "BEAMLINE_KERNEL_THREADS",
+    "BEAMLINE_CPU_ISA",
 ];
 
 /// Defaults, then `file` (when given), then the `BEAMLINE_*` variables of `env`.

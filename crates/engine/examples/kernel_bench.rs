@@ -2,12 +2,12 @@
 //! matmuls) for a few batch sizes, side by side: the per-row dot kernels (`matmul`) and the
 //! register-tiled GEMM on expanded panels (`gemm`), and where the CPU has them the float32
 //! AVX-512 tiles (`fma512`), the bfloat16 kernels (the AMX tile unit, `amx`; AVX-512 BF16,
-//! `dpbf16`) and the 8-bit one (`int8`). Prints wall and CPU milliseconds per step
+//! `dpbf16`) and the 16- and 8-bit ones (`int16`, `int8`). Prints wall and CPU milliseconds per step
 //! (CPU time still means something on a busy machine). `cargo run --release -p beamline-engine --example kernel_bench [M ...]`.
 
 use std::time::Instant;
 
-use beamline_engine::cpu::{amx, dpbf16, fma512, gemm, int8, matmul, BlockMatrix};
+use beamline_engine::cpu::{amx, dpbf16, fma512, gemm, int16, int8, matmul, BlockMatrix};
 
 /// CPU seconds this process has used (all threads), from `/proc/self/stat`: on a busy machine
 /// it counts the kernels' own work where wall time would count the neighbours' too.
@@ -58,6 +58,9 @@ fn main() {
     if int8::available() {
         kernels.push("int8");
     }
+    if int16::available() {
+        kernels.push("int16");
+    }
     // `KERNELS=int8,gemm` times only those.
     if let Ok(only) = std::env::var("KERNELS") {
         kernels.retain(|k| only.split(',').any(|o| o == *k));
@@ -97,6 +100,7 @@ fn main() {
                         "gemm" => gemm(w, x, m, out),
                         "amx" => amx::gemm(w, x, m, out),
                         "int8" => int8::gemm(w, x, m, out),
+                        "int16" => int16::gemm(w, x, m, out),
                         "fma512" => fma512::gemm(w, x, m, out),
                         _ => dpbf16::gemm(w, x, m, out),
                     }

@@ -36,9 +36,14 @@ pub struct EngineOptions {
     /// On AVX2 CPUs without AVX-512 (where neither the bfloat16 kernels nor the float32 AVX-512
     /// one run), run the block products of several rows with the activations rounded to 8 bits per
     /// 32-input block (llama.cpp's way; integer sums, the weights exact): about 1.3x the
-    /// float32 products on a Zen 3, at a clear cost in fidelity (see `cpu::Products`), so off
-    /// by default.
+    /// float32 products on a Zen 3 but no faster than 16 bits (`int16`), at a clear cost in
+    /// fidelity (see `cpu::Products`), so off by default; on, it takes precedence over `int16`.
     pub int8: bool,
+    /// On the same CPUs, run those products with the activations rounded to 16 bits per
+    /// 32-input block (a relative step of 2^-15 of the block's largest input; integer sums,
+    /// the weights exact): on by default, the float model's arithmetic to about five
+    /// significant digits. Off (and `int8` off): float32 activations.
+    pub int16: bool,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +54,7 @@ impl Default for EngineOptions {
             max_batch: 32,
             bf16: true,
             int8: false,
+            int16: true,
         }
     }
 }
@@ -100,6 +106,7 @@ impl Engine {
         model.allow_products(cpu::Products {
             bf16: options.bf16,
             int8: options.int8,
+            int16: options.int16,
         });
         crate::memory::release_free_memory();
         let chat_template = match template_source {
@@ -161,6 +168,11 @@ impl Engine {
     /// Whether batched products run with 8-bit activations (see [`EngineOptions::int8`]).
     pub fn uses_int8(&self) -> bool {
         self.model.uses_int8()
+    }
+
+    /// Whether batched products run with 16-bit activations (see [`EngineOptions::int16`]).
+    pub fn uses_int16(&self) -> bool {
+        self.model.uses_int16()
     }
 
     pub fn storage_summary(&self) -> String {

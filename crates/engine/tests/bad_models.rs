@@ -131,6 +131,7 @@ fn load(path: &Path, quant: QuantMode) -> Result<Engine, String> {
             max_batch: 4,
             bf16: true,
             int8: true,
+            int16: true,
         },
     )
     .map_err(|e| e.to_string())

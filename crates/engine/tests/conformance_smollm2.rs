@@ -164,6 +164,19 @@ fn greedy_q4_1_with_bfloat16_products_stays_close_to_the_float_reference() {
 }
 
 #[test]
+fn greedy_q4_1_with_16_bit_activations_stays_close_to_the_float_reference() {
+    let engine = lock(engine_q4());
+    if !engine.uses_int16() {
+        eprintln!("no 16-bit path here: AVX2 CPUs without AVX-512, or BEAMLINE_CPU_ISA=avx2");
+        return;
+    }
+    let agreement = greedy_agreement(&engine, "Q4_1, 16-bit activations");
+    // A relative step of 2^-15 per block turns only the nearest ties (float32 activations:
+    // over 90%).
+    assert!(agreement > 0.85, "agreement {agreement}");
+}
+
+#[test]
 fn greedy_q4_1_with_8_bit_activations_keeps_part_of_the_float_reference() {
     let engine = lock(engine_q4_int8());
     if !engine.uses_int8() {
@@ -208,6 +221,16 @@ fn q4_1_perplexity_with_bfloat16_products_is_within_one_percent_of_float32_activ
         return;
     }
     perplexity_stays_close(&bf16, "bfloat16 products", 0.01);
+}
+
+#[test]
+fn q4_1_perplexity_with_16_bit_activations_is_within_a_tenth_of_a_percent_of_float32_activations() {
+    let int16 = lock(engine_q4());
+    if !int16.uses_int16() {
+        eprintln!("no 16-bit path here: AVX2 CPUs without AVX-512, or BEAMLINE_CPU_ISA=avx2");
+        return;
+    }
+    perplexity_stays_close(&int16, "16-bit activations", 0.001);
 }
 
 #[test]

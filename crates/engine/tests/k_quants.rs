@@ -192,6 +192,7 @@ fn load(path: &std::path::Path, quant: QuantMode) -> Engine {
             max_batch: 4,
             bf16: false,
             int8: false,
+            int16: false,
         },
     )
     .expect("load the K-quant model")

@@ -81,6 +81,7 @@ fn tiny_qwen2_logits_and_greedy_match_transformers() {
             max_batch: 4,
             bf16: true,
             int8: true,
+            int16: true,
         },
     )
     .unwrap();

@@ -81,6 +81,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "quant": engine.quant().name(),
             "bf16": engine.uses_bf16(),
             "int8": engine.uses_int8(),
+            "int16": engine.uses_int16(),
+            "cpu_isa": beamline_engine::cpu::isa::cap().name(),
             "storage": engine.storage_summary(),
             "batch_size": args.batch_size,
             "decoding": args.decoding,

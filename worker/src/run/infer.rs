@@ -44,6 +44,7 @@ pub fn spawn_model(
         max_batch: w.batch_size,
         bf16: w.bf16,
         int8: w.int8,
+        int16: w.int16,
     };
     let started = std::time::Instant::now();
     let engine =
@@ -52,6 +53,8 @@ pub fn spawn_model(
         model = %path.display(),
         bf16 = engine.uses_bf16(),
         int8 = engine.uses_int8(),
+        int16 = engine.uses_int16(),
+        cpu_isa = beamline_engine::cpu::isa::cap().name(),
         weights_mib = engine.weight_bytes() / (1 << 20),
         load_ms = started.elapsed().as_millis() as u64,
         "Model loaded."

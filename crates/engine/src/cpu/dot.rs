@@ -218,7 +218,8 @@ pub(super) mod avx512 {
     use super::super::blocks::{Q4Block, Q8Block, BLOCK};
 
     pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
+        super::super::isa::allows_avx512()
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("f16c")
     }
 

@@ -8,18 +8,21 @@
 //! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
 //! products of several rows round activations and weights to bfloat16 (on by default,
 //! `EngineOptions::bf16`); other AVX-512 CPUs multiply several rows in float32 at the full FMA
-//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. Rounding the activations to 8
-//! bits, llama.cpp's way, is opt-in on AVX2 CPUs without AVX-512 (`int8`,
-//! `EngineOptions::int8`): a one-block-at-a-time kernel tried earlier was no faster
-//! from four rows; the kernel here sums a group of 8 blocks in integers and is about 1.3x the
-//! float32 GEMM on a Zen 3, but SmolLM2's greedy agreement with the float model falls from 100%
-//! to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
+//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. On AVX2 CPUs without AVX-512,
+//! products of several rows round the activations to 16 bits per 32-input block by default
+//! (`int16`, `EngineOptions::int16`): `vpmaddwd` multiplies pairs of 16-bit codes at the FMA's
+//! rate but does two products per lane, so the GEMM runs about 1.4x the float32 one on a Zen 3
+//! while a relative step of 2^-15 keeps SmolLM2's greedy tokens identical to float32's.
+//! Rounding them to 8 bits, llama.cpp's way, is opt-in there (`int8`, `EngineOptions::int8`):
+//! no faster than 16 bits on a Zen 3, and SmolLM2's greedy agreement with the float model
+//! falls from 100% to 48% (bfloat16: 83-95%). Rows are split across the threads of `pool`.
 //!
 //! # Layout
 //! - `blocks`: the block formats, and reading them back as floats.
 //! - `block_build`: building block matrices from codes, floats or a GGUF file's bytes; row
 //!   order and stacking.
 //! - `half`: half-float conversions for the 4-bit blocks' scales.
+//! - `isa`: the `BEAMLINE_CPU_ISA` cap that keeps the kernels to AVX2 on wider CPUs.
 //! - `dot`: one weight row · one float activation row: AVX-512 (the codes index a table of the
 //!   block's sixteen weights), AVX2 and portable versions.
 //! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
@@ -32,7 +35,9 @@
 //! - `dpbf16`: wide batches on AMD CPUs with AVX-512 BF16 (`vdpbf16ps`).
 //! - `fma512`: wide batches in float32 on other AVX-512 CPUs without a tile unit (Intel's,
 //!   whose `vdpbf16ps` runs at half the float32 rate), and wherever bfloat16 is off.
-//! - `int8`: wide batches on AVX2 CPUs without AVX-512: 8-bit activations (`vpmaddubsw`).
+//! - `int16`: wide batches on AVX2 CPUs without AVX-512, the default there: 16-bit
+//!   activations (`vpmaddwd`).
+//! - `int8`: the same CPUs, opt-in: 8-bit activations (`vpmaddubsw`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
 
@@ -47,7 +52,9 @@ mod expand;
 pub mod fma512;
 mod gemm;
 mod half;
+pub mod int16;
 pub mod int8;
+pub mod isa;
 mod matmul;
 mod pairs;
 pub(crate) mod pool;
@@ -138,6 +145,10 @@ pub const FMA512_MIN_ROWS: usize = 4;
 /// AVX2 CPUs without AVX-512 or a bfloat16 unit.
 pub const INT8_MIN_ROWS: usize = 4;
 
+/// From this many activation rows on, the 16-bit kernel ([`int16::gemm`]) runs the product on
+/// AVX2 CPUs without AVX-512 or a bfloat16 unit.
+pub const INT16_MIN_ROWS: usize = 4;
+
 /// Whether this CPU has bfloat16 arithmetic (the tile unit or AVX-512 BF16): with `--bf16` on,
 /// the KV cache is held in bfloat16 there (half the bytes), and products of several rows run
 /// in bfloat16 where that is faster ([`bf16_products_available`]).
@@ -152,28 +163,35 @@ pub fn bf16_products_available() -> bool {
 }
 
 /// Which rounded kernels products of several rows may use. bfloat16 is on by default where
-/// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens); 8-bit
-/// activations are opt-in, for AVX2 CPUs without AVX-512 (about 1.3x the float32 products on a Zen 3, but
-/// SmolLM2's greedy agreement with the float model falls to about half). Off, the products
-/// are float32 (the dequantized model's arithmetic up to summation order).
+/// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens). On AVX2 CPUs
+/// without AVX-512, 16-bit activations are on by default (a relative step of 2^-15 per
+/// block) and 8-bit ones opt-in (SmolLM2's greedy agreement with the float model falls to
+/// about half). Off, the products are float32 (the dequantized model's arithmetic up to
+/// summation order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Products {
     /// bfloat16 factors, float32 sums (AMX tile unit, AVX-512 BF16).
     pub bf16: bool,
     /// Activations rounded to 8 bits per 32-input block, integer sums (AVX2 without bfloat16).
     pub int8: bool,
+    /// Activations rounded to 16 bits per 32-input block, integer sums (AVX2 without
+    /// AVX-512), where 8-bit ones are not asked for.
+    pub int16: bool,
 }
 
 impl Products {
-    /// The default: bfloat16 where the CPU has it.
+    /// The default: bfloat16 where the CPU has it, else 16-bit activations on AVX2 CPUs
+    /// without AVX-512.
     pub const DEFAULT: Products = Products {
         bf16: true,
         int8: false,
+        int16: true,
     };
     /// Float32 activations everywhere.
     pub const FLOAT32: Products = Products {
         bf16: false,
         int8: false,
+        int16: false,
     };
 
     /// Whether bfloat16 rounding happens on this CPU: the KV cache's, and the wide products'
@@ -187,11 +205,23 @@ impl Products {
     pub fn uses_int8(self) -> bool {
         self.int8 && !self.uses_bf16() && !fma512::available() && int8::available()
     }
+
+    /// Whether wide products run with 16-bit activations on this CPU (where neither a
+    /// bfloat16 kernel, the float32 AVX-512 one nor the 8-bit one runs them).
+    pub fn uses_int16(self) -> bool {
+        self.int16
+            && !self.uses_int8()
+            && !self.uses_bf16()
+            && !fma512::available()
+            && int16::available()
+    }
 }
 
 /// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`: the fastest
 /// this CPU has. With bfloat16 allowed that is the tile unit, or AVX-512 BF16 where it
-/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]); then float32.
+/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]); then float32 on
+/// AVX-512; on AVX2 alone, rounded integer activations (8 bits if asked, else 16) before the
+/// float32 GEMM.
 pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
     let bf16 = products.bf16;
     if bf16 && m >= AMX_MIN_ROWS && amx::available() {
@@ -202,6 +232,8 @@ pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products:
         fma512::gemm(w, x, m, out)
     } else if m >= INT8_MIN_ROWS && products.uses_int8() {
         int8::gemm(w, x, m, out)
+    } else if m >= INT16_MIN_ROWS && products.uses_int16() {
+        int16::gemm(w, x, m, out)
     } else if m >= GEMM_MIN_ROWS {
         gemm(w, x, m, out)
     } else {

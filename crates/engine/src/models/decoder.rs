@@ -471,6 +471,11 @@ impl Decoder {
         self.products().any(|p| p.uses_int8())
     }
 
+    /// Whether any layer's wide products run with 16-bit activations.
+    pub fn uses_int16(&self) -> bool {
+        self.products().any(|p| p.uses_int16())
+    }
+
     fn products(&self) -> impl Iterator<Item = crate::cpu::Products> + '_ {
         let layers = self.layers.iter().map(|l| l.gate_up.products());
         layers.chain([self.lm_head.products()])

@@ -25,8 +25,8 @@ pub fn model_path() -> PathBuf {
 }
 
 /// `bf16`: the default bfloat16 products where the CPU has them; `int8`: 8-bit activations
-/// where bfloat16 does not run.
-fn load(quant: QuantMode, bf16: bool, int8: bool) -> Mutex<Engine> {
+/// where bfloat16 does not run; `int16`: 16-bit ones there (the default).
+fn load(quant: QuantMode, bf16: bool, int8: bool, int16: bool) -> Mutex<Engine> {
     let engine = Engine::load(
         &model_path(),
         EngineOptions {
@@ -35,6 +35,7 @@ fn load(quant: QuantMode, bf16: bool, int8: bool) -> Mutex<Engine> {
             max_batch: 16,
             bf16,
             int8,
+            int16,
         },
     )
     .expect("load the test model");
@@ -44,26 +45,27 @@ fn load(quant: QuantMode, bf16: bool, int8: bool) -> Mutex<Engine> {
 /// The model dequantized to float32 (what transformers runs).
 pub fn engine_f32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::None, true, false))
+    E.get_or_init(|| load(QuantMode::None, true, false, true))
 }
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
-/// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD).
+/// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD; with 16-bit
+/// activations on AVX2 CPUs without AVX-512).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto, true, false))
+    E.get_or_init(|| load(QuantMode::Auto, true, false, true))
 }
 
-/// The Q4_1 model with float32 activations everywhere (`bf16` off).
+/// The Q4_1 model with float32 activations everywhere (`--bf16 off --int16 off`).
 pub fn engine_q4_float32() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto, false, false))
+    E.get_or_init(|| load(QuantMode::Auto, false, false, false))
 }
 
 /// The Q4_1 model with 8-bit activations in its wide products (`--bf16 off --int8 on`).
 pub fn engine_q4_int8() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
-    E.get_or_init(|| load(QuantMode::Auto, false, true))
+    E.get_or_init(|| load(QuantMode::Auto, false, true, false))
 }
 
 pub fn reference() -> &'static Value {
