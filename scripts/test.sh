@@ -17,5 +17,5 @@ cargo test --workspace "$@"
 # On a CPU with AVX-512 the AVX2 machines' default kernel (16-bit activations) never ran above:
 # check it against the float reference too, with the kernels kept to AVX2.
 if [ $# -eq 0 ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  BEAMLINE_CPU_ISA=avx2 cargo test -p beamline-engine --test conformance_smollm2 -- 16_bit
+  BEAMLINE_CPU_ISA=avx2 cargo test --workspace --test conformance_smollm2 -- 16_bit
 fi

@@ -44,8 +44,11 @@ const GROUP: usize = 4;
 const PAIRS: usize = 16;
 /// Vectors per decoded block of a strip: 16 code vectors, the rows' scales, the rows' mins.
 const STRIP_BLOCK: usize = PAIRS + 2;
-/// Activation rows multiplied by a decoded sub-panel before the next sub-panel: 64 rows of
-/// 1,536 inputs lay out to 192 KiB, within L2, for a prefill's thousands of rows.
+/// Activation rows whose float sums a task keeps across a sub-panel's blocks (4 KiB, in L1).
+/// A decoded sub-panel multiplies every activation row, chunk after chunk, before the next is
+/// decoded: a prefill's thousand rows then decode the weights once instead of once a chunk
+/// (3-5% faster at 256 and 1,024 rows on a Zen 4 kept to AVX2), the activations streaming
+/// from L2 and L3 at 8 multiply-adds a byte.
 const CHUNK_ROWS: usize = 64;
 
 /// One vector's 8 lanes, aligned so that loading or storing it touches one cache line.
@@ -100,14 +103,14 @@ pub fn gemm(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32]) {
                 if scratch.sums.len() < sums_len {
                     scratch.sums.resize(sums_len, Vector::default());
                 }
-                for chunk in (0..m).step_by(CHUNK_ROWS) {
-                    let chunk_end = (chunk + CHUNK_ROWS).min(m);
-                    for r0 in (start..end).step_by(SUB_PANEL_ROWS) {
-                        let count = (end - r0).min(SUB_PANEL_ROWS);
-                        let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(rows);
-                        // SAFETY: `available()` was asserted; rows `r0..r0 + count` and `next`
-                        // exist and the panel holds a sub-panel of `cols` inputs.
-                        unsafe { decode::sub_panel(w, r0, count, next, &mut scratch.panel) };
+                for r0 in (start..end).step_by(SUB_PANEL_ROWS) {
+                    let count = (end - r0).min(SUB_PANEL_ROWS);
+                    let next = (r0 + count)..(r0 + count + SUB_PANEL_ROWS).min(rows);
+                    // SAFETY: `available()` was asserted; rows `r0..r0 + count` and `next`
+                    // exist and the panel holds a sub-panel of `cols` inputs.
+                    unsafe { decode::sub_panel(w, r0, count, next, &mut scratch.panel) };
+                    for chunk in (0..m).step_by(CHUNK_ROWS) {
+                        let chunk_end = (chunk + CHUNK_ROWS).min(m);
                         // SAFETY: as above; this task alone writes output columns
                         // `r0..r0 + count` of rows `chunk..chunk_end`, inside `out`.
                         unsafe {
