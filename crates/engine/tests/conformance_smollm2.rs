@@ -4,7 +4,9 @@
 mod common;
 
 use beamline_engine::{Decoding, EarlyStopping, Engine, GenerationParams, Message};
-use common::{engine_f32, engine_q4, engine_q4_float32, engine_q4_int8, ids, lock, reference};
+use common::{
+    engine_f32, engine_q4, engine_q4_float32, engine_q4_int16, engine_q4_int8, ids, lock, reference,
+};
 
 #[test]
 fn tokenizer_ids_equal_the_models_own() {
@@ -165,9 +167,9 @@ fn greedy_q4_1_with_bfloat16_products_stays_close_to_the_float_reference() {
 
 #[test]
 fn greedy_q4_1_with_16_bit_activations_stays_close_to_the_float_reference() {
-    let engine = lock(engine_q4());
+    let engine = lock(engine_q4_int16());
     if !engine.uses_int16() {
-        eprintln!("no 16-bit path here: AVX2 CPUs without AVX-512, or BEAMLINE_CPU_ISA=avx2");
+        eprintln!("no 16-bit path here: AVX2 CPUs, and AMD's with AVX-512 VNNI");
         return;
     }
     let agreement = greedy_agreement(&engine, "Q4_1, 16-bit activations");
@@ -225,9 +227,9 @@ fn q4_1_perplexity_with_bfloat16_products_is_within_one_percent_of_float32_activ
 
 #[test]
 fn q4_1_perplexity_with_16_bit_activations_is_within_a_tenth_of_a_percent_of_float32_activations() {
-    let int16 = lock(engine_q4());
+    let int16 = lock(engine_q4_int16());
     if !int16.uses_int16() {
-        eprintln!("no 16-bit path here: AVX2 CPUs without AVX-512, or BEAMLINE_CPU_ISA=avx2");
+        eprintln!("no 16-bit path here: AVX2 CPUs, and AMD's with AVX-512 VNNI");
         return;
     }
     perplexity_stays_close(&int16, "16-bit activations", 0.001);

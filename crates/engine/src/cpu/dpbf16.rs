@@ -35,19 +35,7 @@ pub fn available() -> bool {
 /// against 5.5 FMAs; one step's products at batch 16 35.8 ms here against 26.7 in float32).
 pub fn faster_than_float32() -> bool {
     static FASTER: OnceLock<bool> = OnceLock::new();
-    *FASTER.get_or_init(|| available() && !intel())
-}
-
-#[cfg(target_arch = "x86_64")]
-fn intel() -> bool {
-    // CPUID leaf 0: the vendor string in EBX, EDX, ECX.
-    let leaf0 = std::arch::x86_64::__cpuid(0);
-    [leaf0.ebx, leaf0.edx, leaf0.ecx].map(u32::to_le_bytes) == [*b"Genu", *b"ineI", *b"ntel"]
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn intel() -> bool {
-    false
+    *FASTER.get_or_init(|| available() && !super::isa::intel())
 }
 
 /// `y = x W^T`: `x` is `[m, cols]` row-major, `out` `[m, rows]`. Only call when [`available`].
@@ -217,16 +205,6 @@ mod tests {
             return;
         }
         crate::cpu::testing::check_against_the_float_product(gemm, 9, 1.0 / 128.0);
-    }
-
-    /// The CPUID vendor check agrees with the kernel's own reading of the CPU.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    #[test]
-    fn intel_reads_the_vendor() {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        if let Some(line) = cpuinfo.lines().find(|l| l.starts_with("vendor_id")) {
-            assert_eq!(super::intel(), line.ends_with("GenuineIntel"), "{line}");
-        }
     }
 
     /// The vector kernel and the tile unit multiply the same rounded operands: where both run,

@@ -7,8 +7,10 @@
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
 //! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
 //! products of several rows round activations and weights to bfloat16 (on by default,
-//! `EngineOptions::bf16`); other AVX-512 CPUs multiply several rows in float32 at the full FMA
-//! rate (`fma512`), which on Intel cores is twice `vdpbf16ps`'s. On AVX2 CPUs without AVX-512,
+//! `EngineOptions::bf16`), except on AMD's below 9 rows, where 16-bit activations on 64-byte
+//! vectors (`vpdpwssd`) are the faster, and everywhere with bfloat16 off; Intel's AVX-512
+//! CPUs without the tile unit multiply several rows in float32 at the full FMA rate
+//! (`fma512`), which there is twice `vdpbf16ps`'s and `vpdpwssd`'s. On AVX2 CPUs without AVX-512,
 //! products of several rows round the activations to 16 bits per 32-input block by default
 //! (`int16`, `EngineOptions::int16`): `vpmaddwd` multiplies pairs of 16-bit codes at the FMA's
 //! rate but does two products per lane, so the GEMM runs about 1.4x the float32 one on a Zen 3
@@ -22,7 +24,8 @@
 //! - `block_build`: building block matrices from codes, floats or a GGUF file's bytes; row
 //!   order and stacking.
 //! - `half`: half-float conversions for the 4-bit blocks' scales.
-//! - `isa`: the `BEAMLINE_CPU_ISA` cap that keeps the kernels to AVX2 on wider CPUs.
+//! - `isa`: the `BEAMLINE_CPU_ISA` cap that keeps the kernels to AVX2 on wider CPUs; the
+//!   vendor check.
 //! - `dot`: one weight row · one float activation row: AVX-512 (the codes index a table of the
 //!   block's sixteen weights), AVX2 and portable versions.
 //! - `matmul`: `y = x W^T` over a few activation rows, in parallel.
@@ -36,7 +39,8 @@
 //! - `fma512`: wide batches in float32 on other AVX-512 CPUs without a tile unit (Intel's,
 //!   whose `vdpbf16ps` runs at half the float32 rate), and wherever bfloat16 is off.
 //! - `int16`: wide batches on AVX2 CPUs without AVX-512, the default there: 16-bit
-//!   activations (`vpmaddwd`).
+//!   activations (`vpmaddwd`); on AMD's AVX-512 CPUs the same on 64-byte vectors
+//!   (`vpdpwssd`).
 //! - `int8`: the same CPUs, opt-in: 8-bit activations (`vpmaddubsw`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
@@ -145,9 +149,16 @@ pub const FMA512_MIN_ROWS: usize = 4;
 /// AVX2 CPUs without AVX-512 or a bfloat16 unit.
 pub const INT8_MIN_ROWS: usize = 4;
 
-/// From this many activation rows on, the 16-bit kernel ([`int16::gemm`]) runs the product on
-/// AVX2 CPUs without AVX-512 or a bfloat16 unit.
+/// From this many activation rows on, the 16-bit kernel ([`int16::gemm`]) runs the product
+/// where it runs at all (AVX2 CPUs without AVX-512, AMD's with AVX-512 VNNI).
 pub const INT16_MIN_ROWS: usize = 4;
+
+/// From this many activation rows on, the AVX-512 BF16 kernel runs the product rather than
+/// the 16-bit one where both may (AMD's AVX-512 cores, both allowed): below, the 16-bit
+/// kernel is the faster and the more exact (`examples/kernel_bench` on a Zen 5, one step's
+/// products: 7.2 ms against 8.3 at 8 rows, 9.6 against 8.6 at 9, where the 16-bit kernel's
+/// second tile of 8 rows begins).
+pub const DPBF16_OVER_INT16_ROWS: usize = 9;
 
 /// Whether this CPU has bfloat16 arithmetic (the tile unit or AVX-512 BF16): with `--bf16` on,
 /// the KV cache is held in bfloat16 there (half the bytes), and products of several rows run
@@ -163,11 +174,12 @@ pub fn bf16_products_available() -> bool {
 }
 
 /// Which rounded kernels products of several rows may use. bfloat16 is on by default where
-/// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens). On AVX2 CPUs
-/// without AVX-512, 16-bit activations are on by default (a relative step of 2^-15 per
-/// block) and 8-bit ones opt-in (SmolLM2's greedy agreement with the float model falls to
-/// about half). Off, the products are float32 (the dequantized model's arithmetic up to
-/// summation order).
+/// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens). 16-bit activations
+/// (a relative step of 2^-15 per block) are on by default on AVX2 CPUs without AVX-512 and on
+/// AMD's AVX-512 ones, where they run the products too narrow for bfloat16 to be the faster,
+/// and all of them with bfloat16 off; 8-bit ones are opt-in (SmolLM2's greedy agreement with
+/// the float model falls to about half). Off, the products are float32 (the dequantized
+/// model's arithmetic up to summation order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Products {
     /// bfloat16 factors, float32 sums (AMX tile unit, AVX-512 BF16).
@@ -206,34 +218,43 @@ impl Products {
         self.int8 && !self.uses_bf16() && !fma512::available() && int8::available()
     }
 
-    /// Whether wide products run with 16-bit activations on this CPU (where neither a
-    /// bfloat16 kernel, the float32 AVX-512 one nor the 8-bit one runs them).
+    /// Whether some wide products run with 16-bit activations on this CPU: where it has no
+    /// AVX-512, or out-runs the float32 AVX-512 kernel with it
+    /// ([`int16::wide_faster_than_float32`]), unless 8-bit activations or the tile unit take
+    /// them all.
     pub fn uses_int16(self) -> bool {
         self.int16
             && !self.uses_int8()
-            && !self.uses_bf16()
-            && !fma512::available()
+            && !(self.bf16 && amx::available())
             && int16::available()
+            && (!fma512::available() || int16::wide_faster_than_float32())
     }
 }
 
 /// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`: the fastest
 /// this CPU has. With bfloat16 allowed that is the tile unit, or AVX-512 BF16 where it
-/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]); then float32 on
-/// AVX-512; on AVX2 alone, rounded integer activations (8 bits if asked, else 16) before the
-/// float32 GEMM.
+/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]) and, with 16-bit
+/// activations allowed too, from [`DPBF16_OVER_INT16_ROWS`] rows on; then 16-bit activations
+/// where they out-run float32; then float32 on AVX-512; on AVX2 alone, 8-bit activations if
+/// asked, before the float32 GEMM.
 pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
     let bf16 = products.bf16;
+    let int16 = m >= INT16_MIN_ROWS && products.uses_int16();
+    let dpbf16_rows = if int16 {
+        DPBF16_OVER_INT16_ROWS
+    } else {
+        DPBF16_MIN_ROWS
+    };
     if bf16 && m >= AMX_MIN_ROWS && amx::available() {
         amx::gemm(w, x, m, out)
-    } else if bf16 && m >= DPBF16_MIN_ROWS && dpbf16::faster_than_float32() {
+    } else if bf16 && m >= dpbf16_rows && dpbf16::faster_than_float32() {
         dpbf16::gemm(w, x, m, out)
+    } else if int16 {
+        int16::gemm(w, x, m, out)
     } else if m >= FMA512_MIN_ROWS && fma512::available() {
         fma512::gemm(w, x, m, out)
     } else if m >= INT8_MIN_ROWS && products.uses_int8() {
         int8::gemm(w, x, m, out)
-    } else if m >= INT16_MIN_ROWS && products.uses_int16() {
-        int16::gemm(w, x, m, out)
     } else if m >= GEMM_MIN_ROWS {
         gemm(w, x, m, out)
     } else {
@@ -269,6 +290,23 @@ pub fn available() -> bool {
 mod tests {
     use super::blocks::BLOCK;
     use super::*;
+
+    /// Every row count gives the product, whichever kernel `multiply` picks for it (the
+    /// switches between kernels lie at 2 to 9 rows), with the default rounding (bfloat16 at
+    /// worst) and with float32 activations.
+    #[test]
+    fn multiply_gives_the_product_at_every_row_count() {
+        testing::check_against_the_float_product(
+            |w, x, m, out| multiply(w, x, m, out, Products::DEFAULT),
+            31,
+            1.0 / 128.0,
+        );
+        testing::check_against_the_float_product(
+            |w, x, m, out| multiply(w, x, m, out, Products::FLOAT32),
+            32,
+            1e-5,
+        );
+    }
 
     /// Looked-up rows are the table's own rows, for both block formats, in the order asked.
     #[test]

@@ -50,10 +50,17 @@ pub fn engine_f32() -> &'static Mutex<Engine> {
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
 /// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD; with 16-bit
-/// activations on AVX2 CPUs without AVX-512).
+/// activations on AVX2 CPUs without AVX-512, and on AMD's AVX-512 cores below 9 rows).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, true, false, true))
+}
+
+/// The Q4_1 model with 16-bit activations in its wide products where the CPU has a 16-bit
+/// kernel (AVX2 without AVX-512, AMD's AVX-512 cores), bfloat16 off (`--bf16 off`).
+pub fn engine_q4_int16() -> &'static Mutex<Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| load(QuantMode::Auto, false, false, true))
 }
 
 /// The Q4_1 model with float32 activations everywhere (`--bf16 off --int16 off`).

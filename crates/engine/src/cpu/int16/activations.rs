@@ -3,7 +3,8 @@
 //! each, input `j` in the low half), and apart per row the block's scale and its sum of
 //! inputs. Block-major, because the tile walks the groups within a block: the walk is then
 //! sequential (group-major, it strode a row's length and ran a fifth slower at batch 64).
-//! Rows past the last in the final group are zeros.
+//! The AVX-512 tile takes two groups at a time (8 rows), which lie next to each other: the
+//! groups are then padded to an even count. Rows past the last are zeros.
 
 use super::super::blocks::BLOCK;
 use super::{GROUP, PAIRS};
@@ -23,17 +24,19 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// Rounds and lays out the `m` rows of `x` (`cols` inputs each).
-    pub fn lay_out(&mut self, x: &[f32], m: usize, cols: usize) {
+    /// Rounds and lays out the `m` rows of `x` (`cols` inputs each), in a whole number of
+    /// tiles of `tile_groups` groups.
+    pub fn lay_out(&mut self, x: &[f32], m: usize, cols: usize, tile_groups: usize) {
         assert!(
             cols.is_multiple_of(BLOCK),
             "{cols} inputs are not whole blocks"
         );
         assert_eq!(x.len(), m * cols);
         let blocks = cols / BLOCK;
-        let words = m.div_ceil(GROUP) * GROUP * blocks;
+        let groups = m.div_ceil(GROUP * tile_groups) * tile_groups;
+        let words = groups * GROUP * blocks;
         self.blocks = blocks;
-        self.groups = m.div_ceil(GROUP);
+        self.groups = groups;
         self.codes.resize(words * PAIRS, 0);
         self.scales.resize(words, 0.0);
         self.sums.resize(words, 0.0);
@@ -46,8 +49,8 @@ impl Activations {
                 self.sums[at] = sum;
             }
         }
-        // The padding rows of the last group: zeros, whatever an earlier call left.
-        for i in m..m.div_ceil(GROUP) * GROUP {
+        // The padding rows of the last tile: zeros, whatever an earlier call left.
+        for i in m..groups * GROUP {
             for b in 0..blocks {
                 let at = self.index(i / GROUP, b) + i % GROUP;
                 self.codes[at * PAIRS..(at + 1) * PAIRS].fill(0);
@@ -67,13 +70,15 @@ impl Activations {
         (b * self.groups + g) * GROUP
     }
 
-    /// Group `g`'s block `b`: the 4 rows' pairs (`GROUP * PAIRS` words), scales and sums.
-    pub fn group_block(&self, g: usize, b: usize) -> (&[i32], &[f32], &[f32]) {
+    /// Block `b` of `count` groups from group `g` on: their rows' pairs (`PAIRS` words a row),
+    /// scales and sums.
+    pub fn groups_block(&self, g: usize, count: usize, b: usize) -> (&[i32], &[f32], &[f32]) {
         let at = self.index(g, b);
+        let rows = count * GROUP;
         (
-            &self.codes[at * PAIRS..(at + GROUP) * PAIRS],
-            &self.scales[at..at + GROUP],
-            &self.sums[at..at + GROUP],
+            &self.codes[at * PAIRS..(at + rows) * PAIRS],
+            &self.scales[at..at + rows],
+            &self.sums[at..at + rows],
         )
     }
 }
@@ -165,8 +170,8 @@ mod tests {
             .map(|_| crate::cpu::testing::lcg(&mut seed) * 10.0)
             .collect();
         let mut acts = Activations::default();
-        acts.lay_out(&x, 1, 96);
-        let (codes, scales, sums) = acts.group_block(0, 1);
+        acts.lay_out(&x, 1, 96, 1);
+        let (codes, scales, sums) = acts.groups_block(0, 1, 1);
         let block = &x[32..64];
         let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
         assert_eq!(scales[0], amax / 32767.0);
@@ -183,5 +188,25 @@ mod tests {
         // Rows 1..4 of the group are padding: zeros.
         assert!(codes[16..].iter().all(|&c| c == 0));
         assert!(scales[1..].iter().chain(&sums[1..]).all(|&v| v == 0.0));
+    }
+
+    /// Tiles of two groups pad the groups to an even count, with zeros, and the two groups of
+    /// a tile lie next to each other in every block.
+    #[test]
+    fn pads_to_whole_tiles() {
+        let cols = 64;
+        let x = vec![1.0f32; 5 * cols];
+        let mut acts = Activations::default();
+        acts.lay_out(&vec![7.0; 9 * cols], 9, cols, 2);
+        acts.lay_out(&x, 5, cols, 2);
+        assert_eq!(acts.groups, 2);
+        for b in 0..2 {
+            let (codes, scales, sums) = acts.groups_block(0, 2, b);
+            assert_eq!(scales.len(), 8);
+            assert!(scales[..5].iter().all(|&s| s == 1.0 / 32767.0));
+            assert!(sums[..5].iter().all(|&s| s == 32.0));
+            assert!(scales[5..].iter().chain(&sums[5..]).all(|&v| v == 0.0));
+            assert!(codes[5 * PAIRS..].iter().all(|&c| c == 0));
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! blocks transpose their two halves the same way and interleave them.
 
 use super::super::blocks::{BlockMatrix, BLOCK};
-use super::{Vector, STRIPS, STRIP_BLOCK, SUB_PANEL_ROWS};
+use super::{Vector, Width, STRIPS, STRIP_BLOCK};
 
 /// Lays out rows `r0..r0 + count` (`count <= 16`) of `w` in `panel`: block `b`, strip `s` at
 /// vectors `(b * STRIPS + s) * STRIP_BLOCK..`. Prefetches the `next` rows' bytes on the way, a
@@ -26,7 +26,7 @@ pub unsafe fn sub_panel(
     panel: &mut [Vector],
 ) {
     let blocks = w.cols() / BLOCK;
-    assert!(count > 0 && count <= SUB_PANEL_ROWS && r0 + count <= w.rows());
+    assert!(count > 0 && count <= Width::Avx2.sub_panel_rows() && r0 + count <= w.rows());
     assert!(panel.len() >= blocks * STRIPS * STRIP_BLOCK);
     let last = r0 + count - 1;
     let (ahead, ahead_bytes) = w.row_span(next);

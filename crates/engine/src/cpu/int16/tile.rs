@@ -90,7 +90,7 @@ mod x86 {
                 let mins: [__m256; STRIPS] =
                     std::array::from_fn(|s| _mm256_load_ps(strips[s].add(PAIRS + 1).cast()));
                 for (n, g) in groups.clone().enumerate() {
-                    let (codes, x_scales, x_sums) = acts.group_block(g, b);
+                    let (codes, x_scales, x_sums) = acts.groups_block(g, 1, b);
                     let codes = codes.as_ptr();
                     // acc[c][s]: activation row c of the group times strip s.
                     let mut acc = [[_mm256_setzero_si256(); STRIPS]; GROUP];
