@@ -315,7 +315,7 @@ mod tests {
         }
         let mut seed = 5;
         let (rows, cols) = (77, 320);
-        for m in [1, 3, 8, 13, 64, 67, 130] {
+        for m in [1, 3, 8, 12, 13, 64, 67, 130] {
             for w in [
                 q4_matrix(rows, cols, &mut seed),
                 q8_matrix(rows, cols, &mut seed),

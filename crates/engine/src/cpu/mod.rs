@@ -7,8 +7,8 @@
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
 //! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
 //! products of several rows round activations and weights to bfloat16 (on by default,
-//! `EngineOptions::bf16`), except on AMD's below 9 rows, where 16-bit activations on 64-byte
-//! vectors (`vpdpwssd`) are the faster, and everywhere with bfloat16 off; Intel's AVX-512
+//! `EngineOptions::bf16`), except on AMD's from 2 to 12 rows, where 16-bit activations on
+//! 64-byte vectors (`vpdpwssd`) are as fast or faster, and everywhere with bfloat16 off; Intel's AVX-512
 //! CPUs without the tile unit multiply several rows in float32 at the full FMA rate
 //! (`fma512`), which there is twice `vdpbf16ps`'s and `vpdpwssd`'s. On AVX2 CPUs without AVX-512,
 //! products of several rows round the activations to 16 bits per 32-input block by default
@@ -93,7 +93,7 @@ pub(crate) mod testing {
             BlockMatrix::q8_from_floats(rows, cols, &floats),
         ] {
             let wf = w.to_f32();
-            for m in [1, 4, 5, 8, 9, 15, 16, 17, 33, 40] {
+            for m in [1, 2, 4, 5, 8, 9, 12, 13, 15, 16, 17, 33, 40] {
                 let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
                 let mut got = vec![f32::NAN; m * rows];
                 gemm(&w, &x, m, &mut got);
@@ -149,16 +149,21 @@ pub const FMA512_MIN_ROWS: usize = 4;
 /// AVX2 CPUs without AVX-512 or a bfloat16 unit.
 pub const INT8_MIN_ROWS: usize = 4;
 
-/// From this many activation rows on, the 16-bit kernel ([`int16::gemm`]) runs the product
-/// where it runs at all (AVX2 CPUs without AVX-512, AMD's with AVX-512 VNNI).
+/// From this many activation rows on, the 16-bit kernel ([`int16::gemm`]) runs the product on
+/// AVX2 CPUs without AVX-512.
 pub const INT16_MIN_ROWS: usize = 4;
+
+/// From this many activation rows on, the 16-bit kernel runs the product on AMD's AVX-512
+/// cores, on 64-byte vectors (`examples/kernel_bench` on a Zen 5, one step's products: 5.5-5.7
+/// ms against 6.0-6.2 by rows at 2 rows, 5.5 against 3.8-4.0 at 1).
+pub const INT16_WIDE_MIN_ROWS: usize = 2;
 
 /// From this many activation rows on, the AVX-512 BF16 kernel runs the product rather than
 /// the 16-bit one where both may (AMD's AVX-512 cores, both allowed): below, the 16-bit
-/// kernel is the faster and the more exact (`examples/kernel_bench` on a Zen 5, one step's
-/// products: 7.2 ms against 8.3 at 8 rows, 9.6 against 8.6 at 9, where the 16-bit kernel's
-/// second tile of 8 rows begins).
-pub const DPBF16_OVER_INT16_ROWS: usize = 9;
+/// kernel is as fast or faster, and more exact (`examples/kernel_bench` on a Zen 5, one
+/// step's products: 5.5 ms against 8.0-8.4 at 4 rows, 6.9 against 7.8-8.1 at 8, 8.2 against
+/// 8.0-8.4 at 12, 9.4-10.0 against 8.0-8.4 at 13).
+pub const DPBF16_OVER_INT16_ROWS: usize = 13;
 
 /// Whether this CPU has bfloat16 arithmetic (the tile unit or AVX-512 BF16): with `--bf16` on,
 /// the KV cache is held in bfloat16 there (half the bytes), and products of several rows run
@@ -239,7 +244,12 @@ impl Products {
 /// asked, before the float32 GEMM.
 pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
     let bf16 = products.bf16;
-    let int16 = m >= INT16_MIN_ROWS && products.uses_int16();
+    let int16_rows = if int16::wide_faster_than_float32() {
+        INT16_WIDE_MIN_ROWS
+    } else {
+        INT16_MIN_ROWS
+    };
+    let int16 = m >= int16_rows && products.uses_int16();
     let dpbf16_rows = if int16 {
         DPBF16_OVER_INT16_ROWS
     } else {
@@ -292,7 +302,7 @@ mod tests {
     use super::*;
 
     /// Every row count gives the product, whichever kernel `multiply` picks for it (the
-    /// switches between kernels lie at 2 to 9 rows), with the default rounding (bfloat16 at
+    /// switches between kernels lie at 2 to 13 rows), with the default rounding (bfloat16 at
     /// worst) and with float32 activations.
     #[test]
     fn multiply_gives_the_product_at_every_row_count() {

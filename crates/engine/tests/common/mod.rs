@@ -50,7 +50,7 @@ pub fn engine_f32() -> &'static Mutex<Engine> {
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
 /// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD; with 16-bit
-/// activations on AVX2 CPUs without AVX-512, and on AMD's AVX-512 cores below 9 rows).
+/// activations on AVX2 CPUs without AVX-512, and on AMD's AVX-512 cores from 2 to 12 rows).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, true, false, true))
