@@ -156,6 +156,27 @@ impl BlockMatrix {
         }
     }
 
+    /// Asks the CPU to bring share `part` of `parts` of rows `rows`' bytes into cache: the
+    /// panel kernels spread the next panel's prefetches over the block columns of the
+    /// current one, since a block column reads as many streams as the panel has rows, which
+    /// the hardware prefetcher does not follow.
+    #[inline]
+    pub fn prefetch_share(&self, rows: std::ops::Range<usize>, part: usize, parts: usize) {
+        let (ahead, bytes) = self.row_span(rows);
+        let lines = bytes.div_ceil(64);
+        #[cfg(target_arch = "x86_64")]
+        for line in part * lines / parts..(part + 1) * lines / parts {
+            // SAFETY: prefetching has no memory effects; the address lies in the blocks.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    ahead.wrapping_add(line * 64).cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (ahead, lines, part, parts);
+    }
+
     /// Where rows `rows`' blocks lie: their first byte and their length in bytes (rows are
     /// stored one after another), for prefetching.
     pub fn row_span(&self, rows: std::ops::Range<usize>) -> (*const u8, usize) {

@@ -163,13 +163,8 @@ mod x86 {
         let kblocks = w.cols() / BLOCK;
         assert!(count > 0 && count <= SUB_PANEL_ROWS && r0 + count <= w.rows());
         assert!(panel.len() >= SUB_PANEL_ROWS * w.cols());
-        let (ahead, ahead_bytes) = w.row_span(next);
-        let lines = ahead_bytes.div_ceil(64);
         for kb in 0..kblocks {
-            for line in kb * lines / kblocks..(kb + 1) * lines / kblocks {
-                // A hint only: the address lies in the matrix's blocks.
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64).cast());
-            }
+            w.prefetch_share(next.clone(), kb, kblocks);
             let column =
                 panel[kb * BLOCK * SUB_PANEL_ROWS..][..BLOCK * SUB_PANEL_ROWS].as_mut_ptr();
             for j in 0..count.div_ceil(LANES) {

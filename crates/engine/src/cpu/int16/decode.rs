@@ -29,19 +29,8 @@ pub unsafe fn sub_panel(
     assert!(count > 0 && count <= Width::Avx2.sub_panel_rows() && r0 + count <= w.rows());
     assert!(panel.len() >= blocks * STRIPS * STRIP_BLOCK);
     let last = r0 + count - 1;
-    let (ahead, ahead_bytes) = w.row_span(next);
-    let lines = ahead_bytes.div_ceil(64);
     for b in 0..blocks {
-        #[cfg(target_arch = "x86_64")]
-        for line in b * lines / blocks..(b + 1) * lines / blocks {
-            // A hint only: the address lies in the matrix's blocks.
-            // SAFETY: prefetching has no memory effects.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    ahead.wrapping_add(line * 64).cast(),
-                )
-            };
-        }
+        w.prefetch_share(next.clone(), b, blocks);
         for s in 0..STRIPS {
             // Lane `l`'s block: row `r0 + 8 s + l`, the last row for lanes past `count`.
             let at = |l: usize| (r0 + s * 8 + l).min(last) * blocks + b;

@@ -37,19 +37,8 @@ pub unsafe fn sub_panel(
         })
     });
     let (first, _) = w.row_span(r0..r0 + count);
-    let (ahead, ahead_bytes) = w.row_span(next);
-    let lines = ahead_bytes.div_ceil(64);
     for b in 0..blocks {
-        #[cfg(target_arch = "x86_64")]
-        for line in b * lines / blocks..(b + 1) * lines / blocks {
-            // A hint only: the address lies in the matrix's blocks.
-            // SAFETY: prefetching has no memory effects.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    ahead.wrapping_add(line * 64).cast(),
-                )
-            };
-        }
+        w.prefetch_share(next.clone(), b, blocks);
         let block = first.wrapping_add(b * block_bytes);
         for (s, offsets) in offsets.iter().enumerate() {
             let dst = &mut panel[(b * STRIPS + s) * STRIP_BLOCK..][..STRIP_BLOCK];
