@@ -31,9 +31,10 @@ pub struct ModelArgs {
     /// further from the float model); off: float32 activations there.
     #[arg(long, env = "BEAMLINE_INT8", default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub int8: bool,
-    /// on: on the same CPUs (when --int8 is off), batched products with activations rounded
-    /// to 16 bits per 32-input block (integer sums, the weights exact; the float model's
-    /// arithmetic to about five significant digits); off: float32 activations there.
+    /// on: on AVX2 CPUs and AVX-512 ones with VNNI (when --int8 is off), the batched products
+    /// no faster bfloat16 kernel takes, with activations rounded to 16 bits per 32-input block
+    /// (integer sums, the weights exact; the float model's arithmetic to about five
+    /// significant digits); off: float32 activations there.
     #[arg(long, env = "BEAMLINE_INT16", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub int16: bool,
     /// The model catalog.

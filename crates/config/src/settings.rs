@@ -59,9 +59,10 @@ pub struct WorkerSettings {
     /// 8 bits per 32-input block (about 1.3x faster, further from the float model); off by
     /// default.
     pub int8: bool,
-    /// On the same CPUs (when `int8` is off), batched products with activations rounded to
-    /// 16 bits per 32-input block (the float model's arithmetic to about five significant
-    /// digits); on by default, false keeps float32 activations there.
+    /// On AVX2 CPUs and AVX-512 ones with VNNI (when `int8` is off), the batched products no
+    /// faster bfloat16 kernel takes, with activations rounded to 16 bits per 32-input block
+    /// (the float model's arithmetic to about five significant digits); on by default, false
+    /// keeps float32 activations there.
     pub int16: bool,
     /// Name in result rows, shard keys and logs; host name and pid when unset.
     pub name: Option<String>,

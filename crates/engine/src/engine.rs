@@ -29,7 +29,7 @@ pub struct EngineOptions {
     /// On a CPU with AMX tile units, or AVX-512 BF16 on AMD, run the block products of several
     /// rows (prefill, batched decoding) in bfloat16: bfloat16 factors with float32 sums, two
     /// (AVX-512 BF16) to several (AMX) times faster than float32 (Intel cores run `vdpbf16ps`
-    /// at half the float32 rate, so without AMX they keep float32 products). With AVX-512 BF16
+    /// at half the float32 rate, so without AMX they keep 16-bit or float32 products). With AVX-512 BF16
     /// the KV cache is bfloat16 too. Off: float32 activations everywhere (exactly the
     /// dequantized model's arithmetic).
     pub bf16: bool,
@@ -39,7 +39,9 @@ pub struct EngineOptions {
     /// float32 products on a Zen 3 but no faster than 16 bits (`int16`), at a clear cost in
     /// fidelity (see `cpu::Products`), so off by default; on, it takes precedence over `int16`.
     pub int8: bool,
-    /// On the same CPUs, run those products with the activations rounded to 16 bits per
+    /// On AVX2 CPUs, and on AVX-512 ones with VNNI, run the products of several rows that no
+    /// faster bfloat16 kernel takes (all of them with `bf16` off; the narrow ones, 2 to 4 or
+    /// 12 rows, beside AMX or AMD's AVX-512 BF16) with the activations rounded to 16 bits per
     /// 32-input block (a relative step of 2^-15 of the block's largest input; integer sums,
     /// the weights exact): on by default, the float model's arithmetic to about five
     /// significant digits. Off (and `int8` off): float32 activations.

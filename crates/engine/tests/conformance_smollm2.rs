@@ -169,7 +169,7 @@ fn greedy_q4_1_with_bfloat16_products_stays_close_to_the_float_reference() {
 fn greedy_q4_1_with_16_bit_activations_stays_close_to_the_float_reference() {
     let engine = lock(engine_q4_int16());
     if !engine.uses_int16() {
-        eprintln!("no 16-bit path here: AVX2 CPUs, and AMD's with AVX-512 VNNI");
+        eprintln!("no 16-bit path here: AVX2 CPUs, and AVX-512 ones with VNNI");
         return;
     }
     let agreement = greedy_agreement(&engine, "Q4_1, 16-bit activations");
@@ -229,7 +229,7 @@ fn q4_1_perplexity_with_bfloat16_products_is_within_one_percent_of_float32_activ
 fn q4_1_perplexity_with_16_bit_activations_is_within_a_tenth_of_a_percent_of_float32_activations() {
     let int16 = lock(engine_q4_int16());
     if !int16.uses_int16() {
-        eprintln!("no 16-bit path here: AVX2 CPUs, and AMD's with AVX-512 VNNI");
+        eprintln!("no 16-bit path here: AVX2 CPUs, and AVX-512 ones with VNNI");
         return;
     }
     perplexity_stays_close(&int16, "16-bit activations", 0.001);

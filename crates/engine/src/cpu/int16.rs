@@ -136,18 +136,12 @@ pub fn available() -> bool {
     super::available() && cfg!(target_arch = "x86_64")
 }
 
-/// Whether it runs on 64-byte vectors here and out-runs the float32 AVX-512 kernel (`fma512`)
-/// there: on AMD cores, where `vpdpwssd` on 64-byte vectors does as many multiply-adds as two
-/// float32 FMAs (a Zen 5: one step's products at batch 16 10.4 ms against 14.1 in float32,
-/// 7.6 against 8.9 at batch 4). Intel cores run it on one port, half their FMA rate, so they
-/// keep the float32 kernel there.
-pub fn wide_faster_than_float32() -> bool {
-    // Read once: `multiply` asks on every call, and CPUID traps to the hypervisor in a VM.
-    static FASTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FASTER.get_or_init(|| wide_available() && !super::isa::intel())
-}
-
-/// Whether it runs on 64-byte vectors here (AVX-512 F, BW and VNNI, not capped to AVX2).
+/// Whether it runs on 64-byte vectors here (AVX-512 F, BW and VNNI, not capped to AVX2). There
+/// it out-runs the float32 AVX-512 kernel (`fma512`) from 2 rows on, on AMD's cores and Intel's
+/// alike (`examples/kernel_bench`, one step's products: a Zen 5 10.4 ms against 14.1 at batch
+/// 16 and 7.6 against 8.9 at batch 4; an Emerald Rapids Xeon 16.7-18.6 against 24.4-27.0 at
+/// batch 16 and 10.5-11.7 against 17.7-18.4 at batch 4), so it takes those products wherever
+/// 16-bit activations are allowed.
 pub fn wide_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -54,8 +54,8 @@ pub fn allows_avx512() -> bool {
     cap() == Isa::Native
 }
 
-/// Whether the CPU is Intel's: some instructions run at half the rate there that they run at
-/// on AMD's cores (`vdpbf16ps`, `vpdpwssd` on 64-byte vectors), which decides between kernels.
+/// Whether the CPU is Intel's: `vdpbf16ps` runs at half the rate there that it runs at on
+/// AMD's cores, which decides between kernels.
 #[cfg(target_arch = "x86_64")]
 pub fn intel() -> bool {
     // CPUID leaf 0: the vendor string in EBX, EDX, ECX.

@@ -7,10 +7,12 @@
 //! symmetric, the GGUF blocks themselves) and are expanded to floats in registers, block by
 //! block, against float32 activations. On CPUs with AMX tile units, or AVX-512 BF16 on AMD,
 //! products of several rows round activations and weights to bfloat16 (on by default,
-//! `EngineOptions::bf16`), except on AMD's from 2 to 12 rows, where 16-bit activations on
-//! 64-byte vectors (`vpdpwssd`) are as fast or faster, and everywhere with bfloat16 off; Intel's AVX-512
-//! CPUs without the tile unit multiply several rows in float32 at the full FMA rate
-//! (`fma512`), which there is twice `vdpbf16ps`'s and `vpdpwssd`'s. On AVX2 CPUs without AVX-512,
+//! `EngineOptions::bf16`), except for the narrower products (2 to 4 rows with the tile unit,
+//! 2 to 12 on AMD), where 16-bit activations on 64-byte vectors (`vpdpwssd`, AVX-512 VNNI)
+//! are as fast or faster and more exact. Those run every product of several rows on AVX-512
+//! CPUs with VNNI but without a faster bfloat16 kernel (Intel's without the tile unit, whose
+//! `vdpbf16ps` runs at half the float32 FMA rate), and everywhere with bfloat16 off; float32
+//! (`fma512`) is left to AVX-512 CPUs without VNNI and to `--int16 off`. On AVX2 CPUs without AVX-512,
 //! products of several rows round the activations to 16 bits per 32-input block by default
 //! (`int16`, `EngineOptions::int16`): `vpmaddwd` multiplies pairs of 16-bit codes at the FMA's
 //! rate but does two products per lane, so the GEMM runs about 1.4x the float32 one on a Zen 3
@@ -36,11 +38,11 @@
 //!   block columns expanded to bfloat16).
 //! - `amx`: wide batches on CPUs with AMX tile units: bfloat16 panels on the tile unit.
 //! - `dpbf16`: wide batches on AMD CPUs with AVX-512 BF16 (`vdpbf16ps`).
-//! - `fma512`: wide batches in float32 on other AVX-512 CPUs without a tile unit (Intel's,
-//!   whose `vdpbf16ps` runs at half the float32 rate), and wherever bfloat16 is off.
-//! - `int16`: wide batches on AVX2 CPUs without AVX-512, the default there: 16-bit
-//!   activations (`vpmaddwd`); on AMD's AVX-512 CPUs the same on 64-byte vectors
-//!   (`vpdpwssd`).
+//! - `fma512`: wide batches in float32 on AVX-512 CPUs where neither bfloat16 nor 16-bit
+//!   activations may run them (no VNNI, or both turned off).
+//! - `int16`: wide batches with 16-bit activations: on AVX2 CPUs without AVX-512
+//!   (`vpmaddwd`), and on 64-byte vectors (`vpdpwssd`) on AVX-512 CPUs with VNNI, where
+//!   bfloat16 is off or slower (Intel's without the tile unit) or the batch narrow.
 //! - `int8`: the same CPUs, opt-in: 8-bit activations (`vpmaddubsw`).
 //! - `attention`: a decoding step's rope, cache writes and attention for a few sequences.
 //! - `elementwise`: RMSNorm, SiLU·up, bias and residual adds between the products.
@@ -141,7 +143,7 @@ pub const AMX_MIN_ROWS: usize = 2;
 pub const DPBF16_MIN_ROWS: usize = 5;
 
 /// From this many activation rows on, the float32 AVX-512 kernel ([`fma512::gemm`]) runs the
-/// products no bfloat16 kernel takes (`examples/kernel_bench` on an Emerald Rapids Xeon: one
+/// products no bfloat16 or 16-bit kernel takes (`examples/kernel_bench` on an Emerald Rapids Xeon: one
 /// step's products 21.0 ms against 23.3 by rows at 4 rows, 22.6 against 20.3 at 3).
 pub const FMA512_MIN_ROWS: usize = 4;
 
@@ -153,10 +155,19 @@ pub const INT8_MIN_ROWS: usize = 4;
 /// AVX2 CPUs without AVX-512.
 pub const INT16_MIN_ROWS: usize = 4;
 
-/// From this many activation rows on, the 16-bit kernel runs the product on AMD's AVX-512
-/// cores, on 64-byte vectors (`examples/kernel_bench` on a Zen 5, one step's products: 5.5-5.7
-/// ms against 6.0-6.2 by rows at 2 rows, 5.5 against 3.8-4.0 at 1).
+/// From this many activation rows on, the 16-bit kernel runs the product on AVX-512 cores
+/// with VNNI, on 64-byte vectors (`examples/kernel_bench`, one step's products: a Zen 5
+/// 5.5-5.7 ms against 6.0-6.2 by rows at 2 rows, 5.5 against 3.8-4.0 at 1; an Emerald Rapids
+/// Xeon 10.6-12.0 against 13.7-15.1 at 2, 10.8-11.2 against 7.9-8.3 at 1).
 pub const INT16_WIDE_MIN_ROWS: usize = 2;
+
+/// From this many activation rows on, the tile unit runs the product rather than the 16-bit
+/// kernel where both may (16-bit activations allowed): below, the 16-bit kernel is faster, and
+/// more exact (`examples/kernel_bench` on an Emerald Rapids Xeon, one step's products, six
+/// alternating runs on a slow stretch of the host: 14.1-16.4 ms against 15.4-18.6 on the tile
+/// unit at 2 rows, 12.7-17.1 against 13.1-19.5 at 4, 16.4-22.1 against 15.5-19.0 at 6,
+/// 16.2-22.0 against 15.7-20.4 at 8; its 5 to 8 rows run as a whole tile of 8).
+pub const AMX_OVER_INT16_ROWS: usize = 5;
 
 /// From this many activation rows on, the AVX-512 BF16 kernel runs the product rather than
 /// the 16-bit one where both may (AMD's AVX-512 cores, both allowed): below, the 16-bit
@@ -180,9 +191,10 @@ pub fn bf16_products_available() -> bool {
 
 /// Which rounded kernels products of several rows may use. bfloat16 is on by default where
 /// the CPU has it ([`bf16_available`]; it keeps 83-95% of greedy tokens). 16-bit activations
-/// (a relative step of 2^-15 per block) are on by default on AVX2 CPUs without AVX-512 and on
-/// AMD's AVX-512 ones, where they run the products too narrow for bfloat16 to be the faster,
-/// and all of them with bfloat16 off; 8-bit ones are opt-in (SmolLM2's greedy agreement with
+/// (a relative step of 2^-15 per block; 100% of greedy tokens) are on by default: on AVX2 CPUs
+/// without AVX-512 and on AVX-512 ones with VNNI, where they run the products too narrow for
+/// bfloat16 to be the faster, and all of them where bfloat16 is off or slower than
+/// float32; 8-bit ones are opt-in (SmolLM2's greedy agreement with
 /// the float model falls to about half). Off, the products are float32 (the dequantized
 /// model's arithmetic up to summation order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,14 +203,14 @@ pub struct Products {
     pub bf16: bool,
     /// Activations rounded to 8 bits per 32-input block, integer sums (AVX2 without bfloat16).
     pub int8: bool,
-    /// Activations rounded to 16 bits per 32-input block, integer sums (AVX2 without
-    /// AVX-512), where 8-bit ones are not asked for.
+    /// Activations rounded to 16 bits per 32-input block, integer sums (AVX2, AVX-512 VNNI),
+    /// where 8-bit ones are not asked for.
     pub int16: bool,
 }
 
 impl Products {
-    /// The default: bfloat16 where the CPU has it, else 16-bit activations on AVX2 CPUs
-    /// without AVX-512.
+    /// The default: bfloat16 where the CPU has it, 16-bit activations where that is narrower
+    /// or not faster (AVX2 without AVX-512; AVX-512 with VNNI).
     pub const DEFAULT: Products = Products {
         bf16: true,
         int8: false,
@@ -224,38 +236,38 @@ impl Products {
     }
 
     /// Whether some wide products run with 16-bit activations on this CPU: where it has no
-    /// AVX-512, or out-runs the float32 AVX-512 kernel with it
-    /// ([`int16::wide_faster_than_float32`]), unless 8-bit activations or the tile unit take
-    /// them all.
+    /// AVX-512, or runs them on 64-byte vectors ([`int16::wide_available`], which out-runs
+    /// the float32 AVX-512 kernel), unless 8-bit activations take them all.
     pub fn uses_int16(self) -> bool {
         self.int16
             && !self.uses_int8()
-            && !(self.bf16 && amx::available())
             && int16::available()
-            && (!fma512::available() || int16::wide_faster_than_float32())
+            && (!fma512::available() || int16::wide_available())
     }
 }
 
 /// `y = x W^T` by whichever kernel suits `m` rows and the allowed `products`: the fastest
-/// this CPU has. With bfloat16 allowed that is the tile unit, or AVX-512 BF16 where it
-/// out-runs float32 (not on Intel cores: [`dpbf16::faster_than_float32`]) and, with 16-bit
-/// activations allowed too, from [`DPBF16_OVER_INT16_ROWS`] rows on; then 16-bit activations
-/// where they out-run float32; then float32 on AVX-512; on AVX2 alone, 8-bit activations if
-/// asked, before the float32 GEMM.
+/// this CPU has, and of two about as fast the more exact. With bfloat16 allowed that is the
+/// tile unit, or AVX-512 BF16 where it out-runs float32 (not on Intel cores:
+/// [`dpbf16::faster_than_float32`]), with 16-bit activations allowed too only from
+/// [`AMX_OVER_INT16_ROWS`] / [`DPBF16_OVER_INT16_ROWS`] rows on; then 16-bit activations;
+/// then float32 on AVX-512; on AVX2 alone, 8-bit activations if asked, before the float32
+/// GEMM.
 pub fn multiply(w: &BlockMatrix, x: &[f32], m: usize, out: &mut [f32], products: Products) {
     let bf16 = products.bf16;
-    let int16_rows = if int16::wide_faster_than_float32() {
+    let wide_int16 = int16::wide_available();
+    let int16_rows = if wide_int16 {
         INT16_WIDE_MIN_ROWS
     } else {
         INT16_MIN_ROWS
     };
     let int16 = m >= int16_rows && products.uses_int16();
-    let dpbf16_rows = if int16 {
-        DPBF16_OVER_INT16_ROWS
+    let (amx_rows, dpbf16_rows) = if int16 {
+        (AMX_OVER_INT16_ROWS, DPBF16_OVER_INT16_ROWS)
     } else {
-        DPBF16_MIN_ROWS
+        (AMX_MIN_ROWS, DPBF16_MIN_ROWS)
     };
-    if bf16 && m >= AMX_MIN_ROWS && amx::available() {
+    if bf16 && m >= amx_rows && amx::available() {
         amx::gemm(w, x, m, out)
     } else if bf16 && m >= dpbf16_rows && dpbf16::faster_than_float32() {
         dpbf16::gemm(w, x, m, out)

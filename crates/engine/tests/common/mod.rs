@@ -50,14 +50,16 @@ pub fn engine_f32() -> &'static Mutex<Engine> {
 
 /// The model in its own Q4_1 quantization, as the worker runs it by default (batched products
 /// in bfloat16 where that is faster than float32: AMX, or AVX-512 BF16 on AMD; with 16-bit
-/// activations on AVX2 CPUs without AVX-512, and on AMD's AVX-512 cores from 2 to 12 rows).
+/// activations on AVX2 CPUs without AVX-512, and on AVX-512 cores with VNNI below the bfloat16
+/// kernels' rows: 2 to 4 rows with AMX, 2 to 12 on AMD, every product of several rows on Intel
+/// without AMX).
 pub fn engine_q4() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, true, false, true))
 }
 
 /// The Q4_1 model with 16-bit activations in its wide products where the CPU has a 16-bit
-/// kernel (AVX2 without AVX-512, AMD's AVX-512 cores), bfloat16 off (`--bf16 off`).
+/// kernel (AVX2 without AVX-512, AVX-512 with VNNI), bfloat16 off (`--bf16 off`).
 pub fn engine_q4_int16() -> &'static Mutex<Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| load(QuantMode::Auto, false, false, true))
