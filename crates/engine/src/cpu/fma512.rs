@@ -1,7 +1,7 @@
 //! Wide products in float32 on AVX-512 CPUs: the dequantized model's own arithmetic, at the
 //! full rate of the two 512-bit FMA units. It runs them where neither bfloat16 nor 16-bit
 //! activations may: on CPUs without AVX-512 VNNI (Skylake-SP), and with `--int16 off`
-//! (16-bit activations on 64-byte vectors, `int16`, are 1.4-1.9x faster on an Emerald
+//! (16-bit activations on 64-byte vectors, `int16`, are 1.4-1.8x faster on an Emerald
 //! Rapids Xeon and a Zen 5).
 //!
 //! On Intel cores without an exposed tile unit (Sapphire and Emerald Rapids in VMs that hide
