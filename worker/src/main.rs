@@ -9,17 +9,19 @@ mod run;
 
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
+fn main() {
     let cli = cli::Cli::parse();
     beamline_telemetry::init_logs(cli.log_json);
     quiet_panics();
-    match commands::run(cli.command) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match commands::run(cli.command) {
+        Ok(()) => 0,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Without libtorch's exit-time destructors (`startup_heap::exit` says why).
+    beamline_engine::startup_heap::exit(code)
 }
 
 /// libtorch reports a failed operation (a CUDA out-of-memory above all) by a panic, which the

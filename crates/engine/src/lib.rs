@@ -17,6 +17,7 @@
 //! - `generation/`: decoding strategies and the continuous batcher.
 //! - `device`: CPU or CUDA, and making sure libtorch's CUDA backend is loaded.
 //! - `memory`: handing freed heap and start-up-only mapped pages back to the system.
+//! - `startup_heap`: the libraries' start-up heap (libtorch's operator tables) kept in a file.
 
 pub mod chat_template;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod models;
 pub mod quant;
 pub mod rope;
+pub mod startup_heap;
 pub mod tokenizer;
 pub mod weights;
 pub mod zero_pages;

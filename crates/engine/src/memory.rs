@@ -16,6 +16,9 @@
 //!   written (relocated data, copy-on-write) are anonymous: the kernel keeps them under
 //!   `MADV_PAGEOUT` without swap, and `MADV_DONTNEED` is never given for a mapping that holds
 //!   one, so nothing the process reads changes.
+//! - the libraries' start-up heap (libtorch's operator tables), which `startup_heap` keeps in a
+//!   shared file mapping: its pages are dropped at the same points, and come back from the page
+//!   cache when read.
 
 /// Returns the allocator's free pages to the system (glibc's `malloc_trim`; elsewhere a no-op).
 pub fn release_free_memory() {
@@ -68,9 +71,11 @@ pub fn release_mapped_file_pages() -> usize {
                 unsafe { advise(&mapping.range, Advice::DontNeed) };
             }
         }
+        let startup_heap = crate::startup_heap::release_pages();
         tracing::debug!(
             mappings = advised,
             resident_mib = resident_kib / 1024,
+            startup_heap_mib = startup_heap >> 20,
             "handed back mapped file pages"
         );
         advised
@@ -90,6 +95,7 @@ pub fn release_mapped_file_pages() -> usize {
 pub fn release_library_pages() -> usize {
     #[cfg(target_os = "linux")]
     {
+        crate::startup_heap::release_pages();
         let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
             return 0;
         };

@@ -89,7 +89,10 @@ impl Rope {
 impl RopeTables {
     fn compute(inv_freq: &Tensor, positions: usize, device: Device, kind: Kind) -> RopeTables {
         let positions = Tensor::arange(positions as i64, (Kind::Float, Device::Cpu));
-        let freqs = positions.unsqueeze(1).matmul(&inv_freq.unsqueeze(0));
+        // An outer product as a broadcast multiply: the same single rounding per entry as
+        // `matmul` (inner size 1), without waking up the BLAS library, whose code and buffers
+        // (over 10 MiB) would become resident at the end of every load.
+        let freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
         let emb = Tensor::cat(&[&freqs, &freqs], 1);
         RopeTables {
             cos: emb.cos().to_kind(kind).to_device(device),

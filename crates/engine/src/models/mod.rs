@@ -45,6 +45,11 @@ pub fn load(
         }
     };
 
+    // The rope tables before any weight: building them runs libtorch operations whose code
+    // (some 18 MiB with the kernel's fault-around) then becomes resident on top of nothing else,
+    // and is dropped again after the first layer.
+    let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
+
     // The output layer first: its transient copies (the largest tensor) then come on top of
     // nothing else built, which keeps them under the load's final memory. On the CPU with the
     // file's own quantization, tensors stored in a block format are built straight from the
@@ -127,10 +132,10 @@ pub fn load(
             down: projection(&[(name("mlp.down_proj"), None)], None)?,
         });
         // The layer's transient copies, freed, would otherwise stay in the allocator's arenas
-        // and pile up over the load.
+        // and pile up over the load; likewise libtorch's code its operations mapped in.
         crate::memory::release_free_memory();
+        crate::startup_heap::drop_library_pages();
     }
-    let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
     Ok(Decoder {
         embed,
         layers,
