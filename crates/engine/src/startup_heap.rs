@@ -44,15 +44,8 @@ pub struct StartupHeap {
 /// maps in code (64 KiB or a whole cached folio a touched page) and table entries that nothing
 /// needs afterwards. Everything dropped reads back the same from its file.
 pub fn drop_library_pages() {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        imp::release_pages();
-        imp::drop_libtorch_read_only();
-    }
+    imp::release_pages();
+    imp::drop_libtorch_read_only();
 }
 
 /// Ends the process with `code` after flushing standard output. When the start-up heap is in
@@ -64,60 +57,39 @@ pub fn exit(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
     if state().in_file {
-        extern "C" {
-            fn _exit(code: std::ffi::c_int) -> !;
-        }
-        // SAFETY: ends the process at once; Rust's buffered output was flushed above, and
-        // nothing else of the process's state outlives it (the file is unlinked).
-        unsafe { _exit(code) }
+        imp::exit_at_once(code)
     }
     std::process::exit(code)
 }
 
 /// What start-up left in the file.
 pub fn state() -> StartupHeap {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        imp::state()
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    {
-        StartupHeap::default()
-    }
+    imp::state()
 }
 
 /// Drops the file's pages from this process's page tables; the page cache keeps them, and a
 /// page read again comes back by a minor fault. Returns the bytes advised (0 when unused).
 pub fn release_pages() -> usize {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        imp::release_pages()
+    imp::release_pages()
+}
+
+/// Where the start-up heap is not kept in a file: nothing to drop, and a usual exit.
+#[cfg(not(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+mod imp {
+    pub fn state() -> super::StartupHeap {
+        super::StartupHeap::default()
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    {
+    pub fn release_pages() -> usize {
         0
+    }
+    pub fn drop_libtorch_read_only() {}
+    pub fn exit_at_once(code: i32) -> ! {
+        std::process::exit(code)
     }
 }
 
@@ -373,7 +345,7 @@ mod imp {
     /// the page tables: the loader maps them read-only and never writes them (relocated data
     /// lives in writable segments, `PF_W`, even where it is read-only afterwards), so every
     /// page reads back the same from the file.
-    pub(super) fn drop_libtorch_read_only() {
+    pub fn drop_libtorch_read_only() {
         unsafe extern "C" fn each(
             info: *mut ObjectInfo,
             _size: usize,
@@ -406,6 +378,16 @@ mod imp {
         }
         // SAFETY: the callback only reads what the loader passes and advises code pages.
         unsafe { dl_iterate_phdr(each, null_mut()) };
+    }
+
+    /// `_exit`: ends the process without running exit handlers or destructors.
+    pub fn exit_at_once(code: i32) -> ! {
+        extern "C" {
+            fn _exit(code: c_int) -> !;
+        }
+        // SAFETY: ends the process at once; the caller flushed Rust's buffered output, and
+        // nothing else of the process's state outlives it (the file is unlinked).
+        unsafe { _exit(code) }
     }
 
     pub fn state() -> StartupHeap {
