@@ -47,8 +47,9 @@ pub fn load(
 
     // The rope tables before any weight: building them runs libtorch operations whose code
     // (some 18 MiB with the kernel's fault-around) then becomes resident on top of nothing else,
-    // and is dropped again after the first layer.
+    // and is dropped again at once.
     let rope = Rope::new(&config, source.rope_freq_factors()?.as_ref(), device, kind);
+    crate::startup_heap::drop_library_pages();
 
     // The output layer first: its transient copies (the largest tensor) then come on top of
     // nothing else built, which keeps them under the load's final memory. On the CPU with the
