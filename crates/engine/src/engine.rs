@@ -111,7 +111,6 @@ impl Engine {
             int16: options.int16,
         });
         crate::memory::release_free_memory();
-        crate::startup_heap::drop_library_pages();
         let chat_template = match template_source {
             Some(source) => Some(ChatTemplate::new(
                 &source,

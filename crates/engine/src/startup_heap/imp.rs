@@ -20,7 +20,7 @@ pub(super) const PAGE: usize = 4096;
 /// read-only pages leave the page tables, so start-up never holds much of either at once:
 /// libtorch's initialisers read some 150 MiB of its code and constants once. Measured with
 /// the worker on a Zen 4: start-up peaks at 98 MiB every 4 MiB, 100 MiB every 16, 117 MiB
-/// with the heap anonymous, all below the peak of loading SmolLM2 (139 MiB).
+/// with the heap anonymous, all below the peak of loading SmolLM2 (133 MiB).
 const RELEASE_EVERY: usize = 16 << 20;
 
 /// From the Linux and glibc headers (the same on x86-64 and AArch64).
@@ -227,6 +227,11 @@ pub(super) fn disk_backed_temp_dir() -> bool {
 
 extern "C" fn stop() {
     CAPTURING.store(false, Ordering::Release);
+    drop_library_pages();
+}
+
+/// The file's pages and libtorch's read-only ones out of the page tables.
+pub fn drop_library_pages() {
     release_pages();
     drop_libtorch_read_only();
 }
@@ -235,7 +240,7 @@ extern "C" fn stop() {
 /// the page tables: the loader maps them read-only and never writes them (relocated data
 /// lives in writable segments, `PF_W`, even where it is read-only afterwards), so every
 /// page reads back the same from the file.
-pub fn drop_libtorch_read_only() {
+fn drop_libtorch_read_only() {
     unsafe extern "C" fn each(info: *mut ObjectInfo, _size: usize, _data: *mut c_void) -> c_int {
         // SAFETY: the loader passes a valid `dl_phdr_info` and its program headers.
         unsafe {
@@ -351,8 +356,7 @@ pub(super) fn file_alloc(size: usize, align: usize) -> (*mut c_void, bool) {
         (at as *mut c_void, false, release)
     });
     if release {
-        release_pages();
-        drop_libtorch_read_only();
+        drop_library_pages();
     }
     (block, reused)
 }

@@ -44,8 +44,7 @@ pub struct StartupHeap {
 /// maps in code (64 KiB or a whole cached folio a touched page) and table entries that nothing
 /// needs afterwards. Everything dropped reads back the same from its file.
 pub fn drop_library_pages() {
-    imp::release_pages();
-    imp::drop_libtorch_read_only();
+    imp::drop_library_pages()
 }
 
 /// Ends the process with `code` after flushing standard output. When the start-up heap is in
@@ -87,7 +86,7 @@ mod imp {
     pub fn release_pages() -> usize {
         0
     }
-    pub fn drop_libtorch_read_only() {}
+    pub fn drop_library_pages() {}
     pub fn exit_at_once(code: i32) -> ! {
         std::process::exit(code)
     }
